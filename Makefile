@@ -1,0 +1,21 @@
+# mmlavit: `make test` sets up .venv on first use (tools/setup_env.sh) and runs the suite.
+PYTHON ?= python3.11
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: install test flops demo demo-seg clean-venv
+
+$(STAMP): requirements.txt pyproject.toml tools/setup_env.sh
+	PYTHON=$(PYTHON) bash tools/setup_env.sh
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q tests
+
+flops: $(STAMP)
+	$(VENV)/bin/python tools/get_flops.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,70 @@
+"""Self-check of the installed stack: fails loudly when a piece the project needs does not work.
+
+Runs mmcv's compiled ops and torchvision's nms on CPU and imports the model zoos of mmdet, mmseg
+and mmpretrain, which is where a broken install (an mmcv wheel without ``_ext``, a torchvision
+built for another torch) shows itself.
+"""
+import sys
+
+
+def check(name, fn):
+    try:
+        detail = fn()
+    except Exception as exc:  # noqa: BLE001 - every failure is reported, then we exit non-zero
+        print(f'[check] FAIL {name}: {type(exc).__name__}: {exc}')
+        return False
+    print(f'[check] ok   {name}{": " + detail if detail else ""}')
+    return True
+
+
+def mmcv_ops():
+    import torch
+    from mmcv.ops import RoIAlign, nms
+    boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 11., 11.], [50., 50., 60., 60.]])
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    _, keep = nms(boxes, scores, 0.5)
+    assert keep.tolist() == [0, 2], keep
+    feats = torch.rand(1, 4, 16, 16)
+    rois = torch.tensor([[0., 0., 0., 8., 8.]])
+    out = RoIAlign((2, 2), 1.0, 2)(feats, rois)
+    assert out.shape == (1, 4, 2, 2), out.shape
+    import mmcv
+    return f'mmcv {mmcv.__version__}, nms and RoIAlign ran'
+
+
+def torchvision_ops():
+    import torch
+    import torchvision
+    from torchvision.ops import nms
+    keep = nms(torch.tensor([[0., 0., 10., 10.], [1., 1., 11., 11.]]), torch.tensor([0.9, 0.8]), 0.5)
+    assert keep.tolist() == [0], keep
+    return f'torch {torch.__version__}, torchvision {torchvision.__version__}'
+
+
+def model_zoos():
+    import mmdet.models  # noqa: F401
+    import mmpretrain.models  # noqa: F401
+    import mmseg.models  # noqa: F401
+    import mmdet
+    import mmpretrain
+    import mmseg
+    return f'mmdet {mmdet.__version__}, mmseg {mmseg.__version__}, mmpretrain {mmpretrain.__version__}'
+
+
+def lavit():
+    import mmlavit
+    from mmdet.registry import MODELS
+    assert MODELS.get('mmlavit.LaViT') is mmlavit.LaViT
+    return 'mmlavit.LaViT registered'
+
+
+def main():
+    results = [check('mmcv.ops on CPU', mmcv_ops), check('torchvision.ops.nms on CPU', torchvision_ops),
+               check('mmdet/mmseg/mmpretrain models import', model_zoos), check('mmlavit', lavit)]
+    if not all(results):
+        print('[check] the environment is broken: rerun `make install` after `rm -rf .venv`')
+        sys.exit(1)
+
+
+if __name__ == '__main__':
+    main()
