@@ -1,0 +1,3 @@
+from .lavit import LaViT
+
+__all__ = ['LaViT']

@@ -1,0 +1,257 @@
+"""Attention blocks of LaViT (DESIGN.md Sections 1-3).
+
+All of them keep attention scores in the layout (B, heads, K, N): K pooled key
+cells by N query tokens. In that layout the LA transforms, the softmax over the
+keys and the attention residual act without a permute (DESIGN.md Section 8).
+Tokens are channels-last maps (B, H, W, C) throughout.
+"""
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmcv.cnn import build_activation_layer, build_norm_layer
+from mmengine.model import BaseModule
+from torch import Tensor
+
+
+
+def pad_to_even(maps: Tensor) -> Tensor:
+    """Zero-pads an NCHW tensor at the bottom and right to an even height and width.
+
+    Shared by the token downsampling and the attention residual, so that their
+    grids always match.
+    """
+    height, width = maps.shape[-2:]
+    if height % 2 == 0 and width % 2 == 0:
+        return maps
+    return F.pad(maps, (0, width % 2, 0, height % 2))
+
+
+def per_head_depthwise_conv(scores: Tensor, weight: Tensor, hw: Tuple[int, int],
+                            stride: int = 1, padding: int = 0) -> Tensor:
+    """Convolves every (head, key cell) score map over the query grid.
+
+    Views scores (B, heads, K, N) as (B, heads * K, H, W) and applies one
+    filter per head, shared by the K key cells, as a grouped convolution.
+
+    Args:
+        scores (Tensor): Shape (B, heads, K, H * W).
+        weight (Tensor): Per-head filters, shape (heads, 1, k, k).
+        hw (tuple[int, int]): The query grid (H, W).
+        stride (int): Convolution stride. Default: 1.
+        padding (int): Zero padding. Default: 0.
+
+    Returns:
+        Tensor: Shape (B, heads, K, H' * W') and the new grid (H', W').
+    """
+    batch, heads, num_cells, _ = scores.shape
+    maps = scores.reshape(batch, heads * num_cells, *hw)
+    if stride == 2:
+        maps = pad_to_even(maps)
+    filters = weight.repeat_interleave(num_cells, dim=0)
+    maps = F.conv2d(maps, filters, stride=stride, padding=padding, groups=heads * num_cells)
+    return maps.flatten(2).view(batch, heads, num_cells, -1), tuple(maps.shape[-2:])
+
+
+class PooledCells(BaseModule):
+    """Pools a token map onto the fixed P x P grid of key/value cells.
+
+    Adaptive average pooling to P x P, then a 1x1 projection (a Linear on
+    channels-last cells), a norm and an activation, as PVTv2's linear
+    spatial-reduction attention does.
+
+    Args:
+        embed_dims (int): Channels C.
+        pool_size (int): P.
+        norm_cfg (dict): Config of the norm. Default: dict(type='LN').
+        act_cfg (dict): Config of the activation. Default: dict(type='GELU').
+        init_cfg (dict, optional): Initialization config. Default: None.
+
+    Shapes:
+        x (B, H, W, C) -> cells (B, P * P, C).
+    """
+
+    def __init__(self, embed_dims, pool_size, norm_cfg=dict(type='LN'),
+                 act_cfg=dict(type='GELU'), init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        self.pool_size = pool_size
+        self.proj = nn.Linear(embed_dims, embed_dims)
+        self.norm = build_norm_layer(norm_cfg, embed_dims)[1]
+        self.act = build_activation_layer(act_cfg)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # The NCHW view of channels-last tokens pools without a copy.
+        cells = F.adaptive_avg_pool2d(x.permute(0, 3, 1, 2), self.pool_size)
+        cells = cells.permute(0, 2, 3, 1).flatten(1, 2)
+        return self.act(self.norm(self.proj(cells)))
+
+
+class PooledAttention(BaseModule):
+    """What VA and LA layers share: pooled cells, values, softmax, output projection.
+
+    Args:
+        embed_dims (int): Channels C.
+        num_heads (int): Heads h; C must be divisible by h.
+        pool_size (int): P, the side of the pooled key grid (K = P * P).
+        attn_drop_rate (float): Dropout on the attention probabilities. Default: 0.
+        proj_drop_rate (float): Dropout after the output projection. Default: 0.
+        norm_cfg (dict): Norm of the pooled cells. Default: dict(type='LN').
+        act_cfg (dict): Activation of the pooled cells. Default: dict(type='GELU').
+        init_cfg (dict, optional): Initialization config. Default: None.
+    """
+
+    #: The projection of the pooled cells: values only (LA) or keys and values (VA).
+    cell_projections = 1
+
+    def __init__(self, embed_dims, num_heads, pool_size, attn_drop_rate=0., proj_drop_rate=0.,
+                 norm_cfg=dict(type='LN'), act_cfg=dict(type='GELU'), init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        if embed_dims % num_heads:
+            raise ValueError(f'embed_dims ({embed_dims}) must be divisible by num_heads ({num_heads})')
+        self.embed_dims = embed_dims
+        self.num_heads = num_heads
+        self.head_dims = embed_dims // num_heads
+        self.pool_size = pool_size
+        self.cells = PooledCells(embed_dims, pool_size, norm_cfg, act_cfg)
+        self.cell_proj = nn.Linear(embed_dims, embed_dims * self.cell_projections)
+        self.attn_drop = nn.Dropout(attn_drop_rate)
+        self.proj = nn.Linear(embed_dims, embed_dims)
+        self.proj_drop = nn.Dropout(proj_drop_rate)
+
+    def project_cells(self, x: Tensor) -> Tensor:
+        """Pools x (B, H, W, C) and projects it to (projections, B, heads, K, head_dims)."""
+        cells = self.cell_proj(self.cells(x))
+        batch, num_cells, _ = cells.shape
+        return cells.view(batch, num_cells, self.cell_projections, self.num_heads,
+                          self.head_dims).permute(2, 0, 3, 1, 4)
+
+    def attend(self, scores: Tensor, value: Tensor, hw: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
+        """Softmax over the keys, aggregation of the values, output projection.
+
+        Args:
+            scores (Tensor): Pre-softmax scores (B, heads, K, N).
+            value (Tensor): Values (B, heads, K, head_dims).
+            hw (tuple[int, int]): The query grid (H, W).
+
+        Returns:
+            tuple[Tensor, Tensor]: The output tokens (B, H, W, C) and the
+            attention probabilities (B, heads, K, N).
+        """
+        attn = scores.softmax(dim=-2)
+        out = torch.matmul(self.attn_drop(attn).transpose(-2, -1), value)
+        out = out.transpose(1, 2).reshape(value.shape[0], *hw, self.embed_dims)
+        return self.proj_drop(self.proj(out)), attn
+
+
+class VanillaAttention(PooledAttention):
+    """A VA layer's attention: queries from all tokens, keys and values from the pooled cells.
+
+    Scores S = K Q^T / sqrt(d), plus an additive bias (the attention residual)
+    when one is given. Same arguments as :class:`PooledAttention`.
+
+    Shapes:
+        x (B, H, W, C), bias (B, heads, K, N) or None ->
+        out (B, H, W, C), scores (B, heads, K, N), attn (B, heads, K, N).
+    """
+
+    cell_projections = 2
+
+    def __init__(self, embed_dims, num_heads, pool_size, qkv_bias=True, **kwargs):
+        super().__init__(embed_dims, num_heads, pool_size, **kwargs)
+        self.query = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
+        self.scale = self.head_dims ** -0.5
+
+    def forward(self, x: Tensor, bias: Optional[Tensor] = None):
+        batch, height, width, _ = x.shape
+        key, value = self.project_cells(x)
+        query = self.query(x).view(batch, height * width, self.num_heads, self.head_dims)
+        scores = torch.matmul(key * self.scale, query.permute(0, 2, 3, 1))
+        if bias is not None:
+            scores = scores + bias
+        out, attn = self.attend(scores, value, (height, width))
+        return out, scores, attn
+
+
+class LessAttention(PooledAttention):
+    """An LA layer's attention: reuses the previous scores; only values are projected.
+
+    S = Psi(Theta(S')^T)^T: Theta is a learned K x K map over the key axis
+    shared by the heads; Psi is a per-head depthwise k x k convolution over
+    the query grid, shared by the K key cells (a translation-invariant N x N
+    map). Theta starts as the identity and Psi as a centred delta, so a new
+    LA layer reproduces the previous scores exactly.
+
+    Args:
+        la_kernel (int): k, the odd kernel size of Psi. Default: 3.
+        Others as :class:`PooledAttention`.
+
+    Shapes:
+        x (B, H, W, C), prev_scores (B, heads, K, N) ->
+        out (B, H, W, C), scores (B, heads, K, N), attn (B, heads, K, N).
+    """
+
+    def __init__(self, embed_dims, num_heads, pool_size, la_kernel=3, **kwargs):
+        super().__init__(embed_dims, num_heads, pool_size, **kwargs)
+        if la_kernel % 2 != 1:
+            raise ValueError(f'la_kernel must be odd so that Psi is centred, got {la_kernel}')
+        num_cells = pool_size ** 2
+        self.theta_weight = nn.Parameter(torch.empty(num_cells, num_cells))
+        self.theta_bias = nn.Parameter(torch.empty(num_cells))
+        self.psi_weight = nn.Parameter(torch.empty(num_heads, 1, la_kernel, la_kernel))
+        self.init_identity()
+
+    def init_identity(self):
+        """Theta = identity, Psi = centred delta: the layer starts by reusing S'."""
+        centre = self.psi_weight.shape[-1] // 2
+        with torch.no_grad():
+            self.theta_weight.copy_(torch.eye(self.theta_weight.shape[0]))
+            self.theta_bias.zero_()
+            self.psi_weight.zero_()
+            self.psi_weight[..., centre, centre] = 1.
+
+    def transform_scores(self, prev_scores: Tensor, hw: Tuple[int, int]) -> Tensor:
+        """Theta over the key axis, then Psi over the query grid, (B, heads, K, N) -> same."""
+        scores = torch.matmul(self.theta_weight, prev_scores) + self.theta_bias[:, None]
+        return per_head_depthwise_conv(scores, self.psi_weight, hw,
+                                       padding=self.psi_weight.shape[-1] // 2)[0]
+
+    def forward(self, x: Tensor, prev_scores: Tensor):
+        hw = x.shape[1:3]
+        value = self.project_cells(x)[0]
+        scores = self.transform_scores(prev_scores, hw)
+        out, attn = self.attend(scores, value, hw)
+        return out, scores, attn
+
+
+class AttentionResidual(BaseModule):
+    """Carries the last scores of stage m-1 into the first VA layer of stage m.
+
+    A per-head 2x2 stride-2 depthwise convolution halves the query grid (with
+    the same even-padding as the token downsampling), a 1x1 map mixes the
+    h_{m-1} heads into h_m heads, and a per-head LayerScale (CaiT) scales the
+    result. The key axis needs no resampling: cell k covers the same image
+    region at every stage.
+
+    Args:
+        in_heads (int): h_{m-1}.
+        out_heads (int): h_m.
+        layer_scale_init (float): Initial LayerScale gamma. Default: 0.1.
+        init_cfg (dict, optional): Initialization config. Default: None.
+
+    Shapes:
+        scores (B, in_heads, K, H * W) -> (B, out_heads, K, ceil(H/2) * ceil(W/2)).
+    """
+
+    def __init__(self, in_heads, out_heads, layer_scale_init=0.1, init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        # Starts as 2x2 average pooling of each head's scores and an even mix of the heads.
+        self.downsample_weight = nn.Parameter(torch.full((in_heads, 1, 2, 2), 0.25))
+        self.head_mix = nn.Parameter(torch.full((out_heads, in_heads), 1. / in_heads))
+        self.gamma = nn.Parameter(torch.full((out_heads, ), float(layer_scale_init)))
+
+    def forward(self, scores: Tensor, hw: Tuple[int, int]) -> Tensor:
+        scores, _ = per_head_depthwise_conv(scores, self.downsample_weight, hw, stride=2)
+        batch, in_heads, num_cells, num_queries = scores.shape
+        mixed = torch.matmul(self.head_mix, scores.reshape(batch, in_heads, -1))
+        return (self.gamma[:, None] * mixed).view(batch, -1, num_cells, num_queries)

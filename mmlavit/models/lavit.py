@@ -1,0 +1,434 @@
+"""The LaViT backbone: Less-Attention Vision Transformer for OpenMMLab."""
+import math
+import warnings
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from mmcv.cnn import build_norm_layer
+from mmcv.cnn.bricks.drop import build_dropout
+from mmengine.logging import MMLogger
+from mmengine.model import BaseModule, ModuleList
+from mmengine.model.weight_init import constant_init, normal_init, trunc_normal_init
+from mmengine.runner.checkpoint import load_state_dict
+from torch import Tensor
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from mmlavit.registry import MODELS
+from mmlavit.utils import load_backbone_state_dict
+from .attention import AttentionResidual, LessAttention, VanillaAttention, pad_to_even
+from .dp_loss import layer_dp_loss
+from .mixffn import MixFFN
+
+
+class LaViTLayer(BaseModule):
+    """A pre-norm transformer layer with a VA or an LA attention and a MixFFN.
+
+    x = x + DropPath(Attn(LN(x))); x = x + DropPath(FFN(LN(x))).
+
+    Args:
+        embed_dims (int): Channels C.
+        num_heads (int): Attention heads.
+        mlp_ratio (float): MixFFN hidden ratio.
+        less_attention (bool): An LA layer if True, else a VA layer.
+        pool_size (int): Side of the pooled key grid.
+        la_kernel (int): Kernel of Psi (LA layers only).
+        qkv_bias (bool): Bias of the query/key/value projections. Default: True.
+        drop_rate (float): Dropout after projections. Default: 0.
+        attn_drop_rate (float): Dropout on attention probabilities. Default: 0.
+        drop_path_rate (float): Stochastic depth of this layer. Default: 0.
+        act_cfg (dict): Activation. Default: dict(type='GELU').
+        norm_cfg (dict): Norm. Default: dict(type='LN').
+        with_cp (bool): Use checkpoint or not. Using checkpoint will save some
+            memory while slowing down the training speed. Default: False.
+        init_cfg (dict, optional): Initialization config. Default: None.
+    """
+
+    def __init__(self, embed_dims, num_heads, mlp_ratio, less_attention, pool_size, la_kernel=3,
+                 qkv_bias=True, drop_rate=0., attn_drop_rate=0., drop_path_rate=0.,
+                 act_cfg=dict(type='GELU'), norm_cfg=dict(type='LN'), with_cp=False, init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        self.less_attention = less_attention
+        self.with_cp = with_cp
+        self.norm1 = build_norm_layer(norm_cfg, embed_dims)[1]
+        attn_kwargs = dict(attn_drop_rate=attn_drop_rate, proj_drop_rate=drop_rate,
+                           norm_cfg=norm_cfg, act_cfg=act_cfg)
+        if less_attention:
+            self.attn = LessAttention(embed_dims, num_heads, pool_size, la_kernel, **attn_kwargs)
+        else:
+            self.attn = VanillaAttention(embed_dims, num_heads, pool_size, qkv_bias, **attn_kwargs)
+        self.drop_path = build_dropout(dict(type='DropPath', drop_prob=drop_path_rate))
+        self.norm2 = build_norm_layer(norm_cfg, embed_dims)[1]
+        self.ffn = MixFFN(embed_dims, mlp_ratio, act_cfg, drop_rate)
+
+    def forward(self, x: Tensor, scores: Optional[Tensor], with_dp: bool):
+        """Runs the layer.
+
+        Args:
+            x (Tensor): Tokens (B, H, W, C).
+            scores (Tensor, optional): For an LA layer, the previous layer's
+                pre-softmax scores (B, heads, K, N); for a VA layer, an
+                additive bias to its scores (the attention residual) or None.
+            with_dp (bool): Compute this layer's DP loss term (LA layers only).
+
+        Returns:
+            tuple: Tokens (B, H, W, C), this layer's pre-softmax scores
+            (B, heads, K, N) and its DP term (a scalar) or None.
+        """
+        if self.with_cp and x.requires_grad:
+            # Non-reentrant, so that the DP term returned from inside keeps its graph.
+            return cp.checkpoint(self._inner_forward, x, scores, with_dp, use_reentrant=False)
+        return self._inner_forward(x, scores, with_dp)
+
+    def _inner_forward(self, x, scores, with_dp):
+        attn_out, scores, attn = self.attn(self.norm1(x), scores)
+        x = x + self.drop_path(attn_out)
+        x = x + self.drop_path(self.ffn(self.norm2(x)))
+        dp_term = None
+        if with_dp and self.less_attention:
+            dp_term = layer_dp_loss(attn, x.shape[1:3], self.attn.pool_size)
+        return x, scores, dp_term
+
+
+class Downsample(BaseModule):
+    """A k x k stride-k convolution and a norm: the stem (k=4) or the 2x2 merging between stages.
+
+    The stem pads the image to a multiple of 4; the merging pads the grid to
+    an even size (the attention residual pads the same way).
+
+    Args:
+        in_channels (int): Input channels.
+        embed_dims (int): Output channels.
+        stride (int): Kernel size and stride.
+        norm_cfg (dict): Norm. Default: dict(type='LN').
+        init_cfg (dict, optional): Initialization config. Default: None.
+
+    Shapes:
+        x (B, C_in, H, W) NCHW -> (B, ceil(H/k), ceil(W/k), embed_dims) channels-last.
+    """
+
+    def __init__(self, in_channels, embed_dims, stride, norm_cfg=dict(type='LN'), init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        self.stride = stride
+        self.proj = nn.Conv2d(in_channels, embed_dims, stride, stride=stride)
+        self.norm = build_norm_layer(norm_cfg, embed_dims)[1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.stride == 2:
+            x = pad_to_even(x)
+        else:
+            height, width = x.shape[-2:]
+            x = F.pad(x, (0, -width % self.stride, 0, -height % self.stride))
+        return self.norm(self.proj(x).permute(0, 2, 3, 1))
+
+
+class LaViTStage(BaseModule):
+    """One stage: downsampling, attention residual, VA layers, LA layers and a closing norm.
+
+    As in PVTv2 and MiT, the normalised stage output is both the feature map
+    returned for this stage and the input of the next stage, so every
+    parameter is used whatever ``out_indices`` selects, and a classifier's
+    checkpoint holds every key a detector's backbone has.
+
+    Args:
+        in_channels (int): Channels entering the stage.
+        embed_dims (int): Channels of the stage.
+        num_heads (int): Heads of the stage.
+        depth (int): Layers.
+        va_layers (int): How many of the first layers are VA layers (>= 1).
+        mlp_ratio (float): MixFFN hidden ratio.
+        downsample_stride (int): 4 for the first stage (the stem), 2 after.
+        residual_heads (int, optional): Heads of the previous stage when the
+            attention residual is used, else None.
+        layer_kwargs (dict): Passed on to every :class:`LaViTLayer`.
+        drop_path_rates (Sequence[float]): One per layer.
+        ar_layer_scale_init (float): Initial LayerScale of the attention residual.
+        norm_cfg (dict): Norm. Default: dict(type='LN').
+        init_cfg (dict, optional): Initialization config. Default: None.
+    """
+
+    def __init__(self, in_channels, embed_dims, num_heads, depth, va_layers, mlp_ratio,
+                 downsample_stride, residual_heads, layer_kwargs, drop_path_rates,
+                 ar_layer_scale_init=0.1, norm_cfg=dict(type='LN'), init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        if not 1 <= va_layers <= depth:
+            raise ValueError(f'a stage needs 1 <= va_layers <= depth, got va_layers={va_layers}, '
+                             f'depth={depth}')
+        self.downsample = Downsample(in_channels, embed_dims, downsample_stride, norm_cfg)
+        self.attn_residual = None
+        if residual_heads is not None:
+            self.attn_residual = AttentionResidual(residual_heads, num_heads, ar_layer_scale_init)
+        self.layers = ModuleList([
+            LaViTLayer(embed_dims, num_heads, mlp_ratio, less_attention=index >= va_layers,
+                       drop_path_rate=drop_path_rates[index], norm_cfg=norm_cfg, **layer_kwargs)
+            for index in range(depth)
+        ])
+        self.norm = build_norm_layer(norm_cfg, embed_dims)[1]
+
+    def forward(self, x: Tensor, prev_scores: Optional[Tensor], prev_hw: Tuple[int, int],
+                with_dp: bool):
+        """Runs the stage.
+
+        Args:
+            x (Tensor): The image (B, 3, H, W) for the first stage, else the
+                previous stage's tokens as an NCHW view (B, C, H, W).
+            prev_scores (Tensor, optional): The previous stage's last scores
+                (B, heads_prev, K, H_prev * W_prev), or None.
+            prev_hw (tuple[int, int]): The previous stage's grid.
+            with_dp (bool): Compute DP terms in the LA layers.
+
+        Returns:
+            tuple: Normalised tokens (B, H, W, C), the last scores
+            (B, heads, K, H * W) and the list of DP terms of its LA layers.
+        """
+        x = self.downsample(x)
+        residual = None
+        if self.attn_residual is not None and prev_scores is not None:
+            residual = self.attn_residual(prev_scores, prev_hw)
+        scores, dp_terms = None, []
+        for index, layer in enumerate(self.layers):
+            if layer.less_attention:
+                layer_scores = scores
+            else:
+                layer_scores = residual if index == 0 else None
+            x, scores, dp_term = layer(x, layer_scores, with_dp)
+            if dp_term is not None:
+                dp_terms.append(dp_term)
+        return self.norm(x), scores, dp_terms
+
+
+@MODELS.register_module()
+class LaViT(BaseModule):
+    """Less-Attention Vision Transformer.
+
+    A PyTorch implementation of `You Only Need Less Attention at Each Stage in
+    Vision Transformers <https://arxiv.org/abs/2406.00427>`_ (CVPR 2024) as a
+    multi-scale backbone, following ``mmlavit``'s DESIGN.md: every layer
+    attends from all N query tokens to a fixed P x P grid of pooled key cells,
+    so cost is linear in pixels at any input size. Each stage starts with VA
+    layers (full query/key attention) and continues with LA layers, which only
+    project values and re-parameterise the previous layer's scores with a
+    K x K map over keys (Theta) and a depthwise conv over the query grid (Psi).
+    An attention residual carries the last scores of a stage into the first VA
+    layer of the next one.
+
+    In training mode with ``dp_weight > 0`` the forward also computes the
+    diagonality-preserving loss of the LA layers and holds
+    ``dp_weight * L_DP``; :meth:`pop_dp_loss` hands it over (the
+    ``mmlavit.DPLossHook`` puts it into the loss dict as ``loss_dp``). The
+    return value is always just the tuple of NCHW features.
+
+    Args:
+        arch (str | dict): 't', 's', 'b' or a dict with keys embed_dims,
+            depths, va_layers, num_heads, mlp_ratios (one entry per stage).
+            Default: 's'.
+        in_channels (int): Input channels. Default: 3.
+        pool_size (int): P, the side of the pooled key grid. Default: 7.
+        la_kernel (int): Kernel of the LA layers' Psi convolution. Default: 3.
+        attn_residual (bool): Use the attention residual between stages.
+            Default: True.
+        ar_layer_scale_init (float): Initial LayerScale of the attention
+            residual. Default: 0.1.
+        dp_weight (float): Weight of the DP loss; 0 turns it off. Default: 0.1.
+        out_indices (Sequence[int]): Stages whose outputs are returned.
+            Default: (0, 1, 2, 3).
+        qkv_bias (bool): Bias of the query/key/value projections. Default: True.
+        drop_rate (float): Dropout rate. Default: 0.
+        attn_drop_rate (float): Attention dropout rate. Default: 0.
+        drop_path_rate (float): Stochastic depth rate, spread linearly over
+            the layers. Default: 0.1.
+        act_cfg (dict): Activation. Default: dict(type='GELU').
+        norm_cfg (dict): Norm of tokens and stage outputs. Default: dict(type='LN').
+        frozen_stages (int): Stages to freeze (stop grad and set eval mode);
+            0 freezes the stem only, -1 means not freezing any parameters.
+            Default: -1.
+        norm_eval (bool): Keep BatchNorm layers (if ``norm_cfg`` chooses any)
+            in eval mode during training; LayerNorm has no running statistics,
+            so with the default norms this changes nothing. Default: False.
+        with_cp (bool): Use checkpoint or not. Using checkpoint will save some
+            memory while slowing down the training speed. Default: False.
+        init_cfg (dict, optional): Initialization config, e.g.
+            ``dict(type='Pretrained', checkpoint='lavit_s.pth', prefix='backbone.')``.
+            Default: None (trained from scratch).
+
+    Shapes:
+        Input (B, in_channels, H, W) with H, W >= 32; output a tuple of
+        (B, embed_dims[i], ceil(H / s_i), ceil(W / s_i)) for i in out_indices,
+        s = (4, 8, 16, 32).
+    """
+
+    arch_zoo = {
+        't': dict(embed_dims=[64, 128, 320, 512], depths=[2, 2, 2, 2], va_layers=[1, 1, 1, 1],
+                  num_heads=[1, 2, 5, 8], mlp_ratios=[8, 8, 4, 4]),
+        's': dict(embed_dims=[64, 128, 320, 512], depths=[3, 4, 6, 3], va_layers=[1, 2, 2, 1],
+                  num_heads=[1, 2, 5, 8], mlp_ratios=[8, 8, 4, 4]),
+        'b': dict(embed_dims=[64, 128, 320, 512], depths=[3, 4, 18, 3], va_layers=[1, 2, 4, 1],
+                  num_heads=[1, 2, 5, 8], mlp_ratios=[8, 8, 4, 4]),
+    }
+    #: The smallest input side: four stages with a total stride of 32.
+    min_input_size = 32
+
+    def __init__(self, arch='s', in_channels=3, pool_size=7, la_kernel=3, attn_residual=True,
+                 ar_layer_scale_init=0.1, dp_weight=0.1, out_indices=(0, 1, 2, 3), qkv_bias=True,
+                 drop_rate=0., attn_drop_rate=0., drop_path_rate=0.1, act_cfg=dict(type='GELU'),
+                 norm_cfg=dict(type='LN'), frozen_stages=-1, norm_eval=False, with_cp=False,
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        self.arch_settings = self._resolve_arch(arch)
+        num_stages = len(self.arch_settings['depths'])
+        out_indices = tuple(index % num_stages for index in out_indices)
+        if pool_size < 2:
+            raise ValueError(f'pool_size must be >= 2 (the DP loss compares cells), got {pool_size}')
+        self.pool_size = pool_size
+        self.dp_weight = dp_weight
+        self.out_indices = out_indices
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.embed_dims = self.arch_settings['embed_dims']
+
+        depths = self.arch_settings['depths']
+        drop_path_rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        layer_kwargs = dict(pool_size=pool_size, la_kernel=la_kernel, qkv_bias=qkv_bias,
+                            drop_rate=drop_rate, attn_drop_rate=attn_drop_rate, act_cfg=act_cfg,
+                            with_cp=with_cp)
+        self.stages = ModuleList()
+        channels, heads = in_channels, None
+        for index in range(num_stages):
+            first_layer = sum(depths[:index])
+            self.stages.append(LaViTStage(
+                in_channels=channels,
+                embed_dims=self.embed_dims[index],
+                num_heads=self.arch_settings['num_heads'][index],
+                depth=depths[index],
+                va_layers=self.arch_settings['va_layers'][index],
+                mlp_ratio=self.arch_settings['mlp_ratios'][index],
+                downsample_stride=4 if index == 0 else 2,
+                residual_heads=heads if attn_residual else None,
+                layer_kwargs=layer_kwargs,
+                drop_path_rates=drop_path_rates[first_layer:first_layer + depths[index]],
+                ar_layer_scale_init=ar_layer_scale_init,
+                norm_cfg=norm_cfg))
+            channels, heads = self.embed_dims[index], self.arch_settings['num_heads'][index]
+
+        self._dp_loss = None
+        self._warned_unconsumed = False
+
+    def _resolve_arch(self, arch):
+        if isinstance(arch, str):
+            if arch.lower() not in self.arch_zoo:
+                raise ValueError(f'unknown LaViT arch {arch!r}; choose one of '
+                                 f'{sorted(self.arch_zoo)} or give a dict')
+            return self.arch_zoo[arch.lower()]
+        required = {'embed_dims', 'depths', 'va_layers', 'num_heads', 'mlp_ratios'}
+        if not isinstance(arch, dict) or set(arch) != required:
+            raise ValueError(f'a custom LaViT arch must be a dict with exactly the keys '
+                             f'{sorted(required)}, got {arch!r}')
+        if len({len(value) for value in arch.values()}) != 1:
+            raise ValueError(f'every entry of a custom LaViT arch needs one value per stage: {arch!r}')
+        return arch
+
+    def init_weights(self):
+        """Loads the ``Pretrained`` init_cfg's checkpoint, or initialises from scratch as PVT does.
+
+        A ``Pretrained`` init_cfg whose checkpoint is None (the shipped
+        configs' default) trains from scratch, with a log line saying so.
+        """
+        logger = MMLogger.get_current_instance()
+        pretrained = self.init_cfg is not None and self.init_cfg.get('type') == 'Pretrained'
+        if pretrained and self.init_cfg.get('checkpoint'):
+            state_dict = load_backbone_state_dict(self.init_cfg, self)
+            load_state_dict(self, state_dict, strict=False, logger=logger)
+            self._is_init = True
+            return
+        if self.init_cfg is not None and not pretrained:
+            super().init_weights()
+            return
+        logger.warning(f'No pre-trained weights for {self.__class__.__name__}, '
+                       'training starts from scratch')
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                trunc_normal_init(module, std=.02, bias=0.)
+            elif isinstance(module, nn.LayerNorm):
+                constant_init(module, 1.0, bias=0.)
+            elif isinstance(module, nn.Conv2d):
+                fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels
+                fan_out //= module.groups
+                normal_init(module, 0, math.sqrt(2.0 / fan_out))
+            elif isinstance(module, LessAttention):
+                module.init_identity()
+
+    def train(self, mode=True):
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for module in self.modules():
+                if isinstance(module, _BatchNorm):
+                    module.eval()
+        return self
+
+    def _freeze_stages(self):
+        if self.frozen_stages < 0:
+            return
+        frozen = [self.stages[0].downsample] + list(self.stages[:self.frozen_stages])
+        for module in frozen:
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def _check_input(self, x: Tensor):
+        height, width = x.shape[-2:]
+        if min(height, width) < self.min_input_size:
+            raise ValueError(
+                f'LaViT needs inputs of at least {self.min_input_size}x{self.min_input_size} pixels '
+                f'(four stages, total stride 32), got {height}x{width}. Resize or pad the images, '
+                f'e.g. with a larger Resize scale or the data preprocessor\'s pad_size_divisor=32.')
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
+        """Computes the stage features.
+
+        Args:
+            x (Tensor): Images (B, C, H, W), H and W >= 32.
+
+        Returns:
+            tuple[Tensor]: NCHW features of the stages in ``out_indices``.
+        """
+        self._check_input(x)
+        self._discard_unconsumed_dp_loss()
+        with_dp = self.training and self.dp_weight > 0
+        outs, dp_terms = [], []
+        scores, hw = None, None
+        for index, stage in enumerate(self.stages):
+            tokens, scores, stage_dp_terms = stage(x, scores, hw, with_dp)
+            dp_terms.extend(stage_dp_terms)
+            hw = tokens.shape[1:3]
+            x = tokens.permute(0, 3, 1, 2)
+            if index in self.out_indices:
+                outs.append(x.contiguous())
+        if dp_terms:
+            self._dp_loss = self.dp_weight * torch.stack(dp_terms).mean()
+        return tuple(outs)
+
+    def pop_dp_loss(self) -> Optional[Tensor]:
+        """Hands over ``dp_weight * L_DP`` of the last training forward, once.
+
+        Returns:
+            Tensor | None: A scalar with its graph, or None when the last
+            forward computed none (eval mode, ``dp_weight=0``, no LA layer, or
+            already popped).
+        """
+        dp_loss, self._dp_loss = self._dp_loss, None
+        return dp_loss
+
+    def _discard_unconsumed_dp_loss(self):
+        if self._dp_loss is None:
+            return
+        self._dp_loss = None
+        if not self._warned_unconsumed:
+            self._warned_unconsumed = True
+            warnings.warn(
+                'LaViT computed a diagonality-preserving loss that nothing consumed, so it is not '
+                'trained. Add `custom_hooks = [dict(type=\'mmlavit.DPLossHook\')]` to the config (or '
+                'call mmlavit.attach_dp_loss(model)), or set `model.backbone.dp_weight=0` to skip it.',
+                UserWarning, stacklevel=2)

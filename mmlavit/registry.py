@@ -1,0 +1,12 @@
+"""mmlavit's registries: children of mmengine's roots with the scope 'mmlavit'.
+
+``type='mmlavit.LaViT'`` resolves from mmdet's, mmseg's and mmpretrain's
+registries alike (mmengine looks the 'mmlavit' scope up among the root's
+children and imports this module if needed).
+"""
+from mmengine.registry import HOOKS as MMENGINE_HOOKS
+from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import Registry
+
+MODELS = Registry('model', parent=MMENGINE_MODELS, scope='mmlavit', locations=['mmlavit.models'])
+HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='mmlavit', locations=['mmlavit.engine'])

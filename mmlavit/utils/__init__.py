@@ -1,0 +1,5 @@
+from .checkpoint import load_backbone_state_dict, register_trusted_local_loader
+from .launch import DatasetNotFoundError, build_runner, check_datasets, load_config, setup_distributed
+
+__all__ = ['load_backbone_state_dict', 'register_trusted_local_loader', 'DatasetNotFoundError',
+           'build_runner', 'check_datasets', 'load_config', 'setup_distributed']

@@ -1,0 +1,264 @@
+"""The LaViT backbone as DESIGN.md Sections 1-4, 6 and 7 specify it."""
+import pytest
+import torch
+
+from mmlavit import LaViT
+from mmlavit.models import lavit as lavit_module
+from mmlavit.models.attention import LessAttention, VanillaAttention
+
+STRIDES = (4, 8, 16, 32)
+
+
+def expected_shapes(model, height, width, batch=1):
+    shapes, h, w = [], height, width
+    for stride, dims in zip(STRIDES, model.embed_dims):
+        h, w = -(-height // stride), -(-width // stride)
+        shapes.append((batch, dims, h, w))
+    return shapes
+
+
+@pytest.mark.parametrize('arch,size', [
+    ('t', (224, 224)), ('s', (224, 224)), ('b', (224, 224)),
+    ('t', (512, 512)), ('s', (512, 512)), ('b', (512, 512)),
+    ('t', (800, 1333)),
+    ('t', (255, 255)), ('t', (112, 137)), ('t', (33, 47)), ('s', (33, 47)),
+])
+def test_output_shapes_and_strides(arch, size):
+    model = LaViT(arch=arch).eval()
+    with torch.no_grad():
+        outs = model(torch.rand(1, 3, *size))
+    assert isinstance(outs, tuple)
+    assert [tuple(out.shape) for out in outs] == expected_shapes(model, *size)
+
+
+def test_odd_sizes_match_swin_convention():
+    # mmseg's Swin test: 112x137 gives 28x35, 14x18, 7x9, 4x5.
+    with torch.no_grad():
+        outs = LaViT(arch='t').eval()(torch.rand(1, 3, 112, 137))
+    assert [tuple(out.shape[-2:]) for out in outs] == [(28, 35), (14, 18), (7, 9), (4, 5)]
+
+
+def test_out_indices_select_stages():
+    model = LaViT(arch='t', out_indices=(1, 3)).eval()
+    with torch.no_grad():
+        outs = model(torch.rand(2, 3, 64, 96))
+    assert [tuple(out.shape) for out in outs] == [(2, 128, 8, 12), (2, 512, 2, 3)]
+
+
+@pytest.mark.parametrize('size', [(31, 64), (64, 16), (8, 8)])
+def test_too_small_input_names_the_minimum(size):
+    with pytest.raises(ValueError, match='at least 32x32'):
+        LaViT(arch='t')(torch.rand(1, 3, *size))
+
+
+def test_arch_validation():
+    with pytest.raises(ValueError, match='unknown LaViT arch'):
+        LaViT(arch='xl')
+    with pytest.raises(ValueError, match='va_layers'):
+        LaViT(arch=dict(embed_dims=[32], depths=[2], va_layers=[0], num_heads=[1], mlp_ratios=[4]))
+    custom = LaViT(arch=dict(embed_dims=[32, 64], depths=[2, 1], va_layers=[1, 1],
+                             num_heads=[1, 2], mlp_ratios=[4, 4]), out_indices=(0, 1)).eval()
+    with torch.no_grad():
+        assert [o.shape[1] for o in custom(torch.rand(1, 3, 64, 64))] == [32, 64]
+
+
+def test_layer_types_follow_va_layers():
+    model = LaViT(arch='s')
+    for stage, depth, va in zip(model.stages, (3, 4, 6, 3), (1, 2, 2, 1)):
+        kinds = [type(layer.attn) for layer in stage.layers]
+        assert kinds == [VanillaAttention] * va + [LessAttention] * (depth - va)
+
+
+def record_scores(model):
+    """Pre-softmax scores of every attention, in forward order."""
+    records = []
+    for module in model.modules():
+        if isinstance(module, (VanillaAttention, LessAttention)):
+            module.register_forward_hook(lambda mod, args, out: records.append((mod, out[1])))
+    return records
+
+
+def test_la_layer_reproduces_previous_scores_at_init():
+    model = LaViT(arch='s')
+    model.init_weights()
+    model.eval()
+    records = record_scores(model)
+    with torch.no_grad():
+        model(torch.rand(2, 3, 96, 128))
+    la_count = 0
+    for (_, prev_scores), (module, scores) in zip(records, records[1:]):
+        if isinstance(module, LessAttention):
+            la_count += 1
+            assert torch.equal(scores, prev_scores)
+    assert la_count == 10
+
+
+def test_la_layers_transform_scores_once_trained():
+    model = LaViT(arch='t').eval()
+    la = model.stages[0].layers[1].attn
+    with torch.no_grad():
+        la.theta_weight.add_(0.01 * torch.randn_like(la.theta_weight))
+    records = record_scores(model)
+    with torch.no_grad():
+        model(torch.rand(1, 3, 64, 64))
+    assert not torch.equal(records[1][1], records[0][1])
+
+
+def test_la_layers_have_no_query_or_key_projection():
+    model = LaViT(arch='s')
+    for module in model.modules():
+        if isinstance(module, LessAttention):
+            names = {name for name, _ in module.named_parameters()}
+            assert not any('query' in name or 'key' in name for name in names), names
+            # The pooled cells are projected to values only: C, not 2C, outputs.
+            assert module.cell_proj.out_features == module.embed_dims
+            assert module.theta_weight.shape == (49, 49)
+            assert module.psi_weight.shape == (module.num_heads, 1, 3, 3)
+        elif isinstance(module, VanillaAttention):
+            assert module.cell_proj.out_features == 2 * module.embed_dims
+            assert module.query.out_features == module.embed_dims
+
+
+def test_attention_residual_shapes_and_gradient_at_odd_sizes():
+    model = LaViT(arch='t', drop_path_rate=0.).train()
+    records = record_scores(model)
+    outs = model(torch.rand(1, 3, 33, 47))
+    sum(out.sum() for out in outs).backward()
+    first_va_scores = [scores for module, scores in records if module is model.stages[2].layers[0].attn]
+    assert first_va_scores[0].shape == (1, 5, 49, 3 * 3)
+    for index in (1, 2, 3):
+        residual = model.stages[index].attn_residual
+        for name, param in residual.named_parameters():
+            assert param.grad is not None and param.grad.abs().sum() > 0, (index, name)
+    assert model.stages[0].attn_residual is None
+
+
+def test_attn_residual_false_removes_the_path():
+    with_ar = LaViT(arch='t').eval()
+    without_ar = LaViT(arch='t', attn_residual=False).eval()
+    assert not [name for name, _ in without_ar.named_parameters() if 'attn_residual' in name]
+    assert [name for name, _ in with_ar.named_parameters() if 'attn_residual' in name]
+    missing, unexpected = without_ar.load_state_dict(with_ar.state_dict(), strict=False)
+    assert not missing and all('attn_residual' in key for key in unexpected)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        out_with, out_without = with_ar(x), without_ar(x)
+    assert torch.equal(out_with[0], out_without[0])  # stage 1 has no residual either way
+    assert not torch.allclose(out_with[3], out_without[3])
+
+
+def test_dp_loss_grad_reaches_theta_and_psi():
+    model = LaViT(arch='t', drop_path_rate=0.).train()
+    model(torch.rand(2, 3, 64, 64))
+    dp_loss = model.pop_dp_loss()
+    assert dp_loss.dim() == 0 and torch.isfinite(dp_loss)
+    dp_loss.backward()
+    for module in model.modules():
+        if isinstance(module, LessAttention):
+            assert module.theta_weight.grad.abs().sum() > 0
+            assert module.psi_weight.grad.abs().sum() > 0
+    assert model.pop_dp_loss() is None  # handed over once
+
+
+def test_dp_loss_weight():
+    x = torch.rand(1, 3, 64, 64)
+    model = LaViT(arch='t', drop_path_rate=0.).train()
+    model(x)
+    weighted = model.pop_dp_loss()
+    model.dp_weight = 1.0
+    model(x)
+    assert torch.allclose(weighted, 0.1 * model.pop_dp_loss())
+    model.dp_weight = 0.
+    model(x)
+    assert model.pop_dp_loss() is None
+
+
+def test_nothing_extra_in_eval_mode(monkeypatch):
+    calls = []
+    original = lavit_module.layer_dp_loss
+    monkeypatch.setattr(lavit_module, 'layer_dp_loss', lambda *a: calls.append(1) or original(*a))
+    model = LaViT(arch='t')
+    model.eval()
+    with torch.no_grad():
+        model(torch.rand(1, 3, 64, 64))
+    assert not calls and model.pop_dp_loss() is None
+    model.train()
+    model(torch.rand(1, 3, 64, 64))
+    assert len(calls) == 4 and model.pop_dp_loss() is not None
+
+
+def test_unconsumed_dp_loss_warns_once_and_is_dropped():
+    model = LaViT(arch='t').train()
+    x = torch.rand(1, 3, 64, 64)
+    model(x)
+    with pytest.warns(UserWarning, match='nothing consumed'):
+        model(x)
+    held = model._dp_loss
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        model(x)  # no second warning
+    assert model._dp_loss is not held
+
+
+def test_with_cp_same_outputs_and_gradients():
+    torch.manual_seed(1)
+    plain = LaViT(arch='t', drop_path_rate=0.).train()
+    checkpointed = LaViT(arch='t', drop_path_rate=0., with_cp=True).train()
+    checkpointed.load_state_dict(plain.state_dict())
+    x = torch.rand(2, 3, 64, 80)
+    results = []
+    for model in (plain, checkpointed):
+        outs = model(x)
+        dp_loss = model.pop_dp_loss()
+        (sum((out ** 2).mean() for out in outs) + dp_loss).backward()
+        grads = {name: param.grad.clone() for name, param in model.named_parameters()}
+        results.append((outs, dp_loss, grads))
+    (outs_a, dp_a, grads_a), (outs_b, dp_b, grads_b) = results
+    for a, b in zip(outs_a, outs_b):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(dp_a, dp_b)
+    assert grads_a.keys() == grads_b.keys()
+    for name in grads_a:
+        torch.testing.assert_close(grads_a[name], grads_b[name], msg=name)
+    theta = 'stages.0.layers.1.attn.theta_weight'
+    assert grads_b[theta].abs().sum() > 0
+
+
+def test_frozen_stages():
+    model = LaViT(arch='t', frozen_stages=2, out_indices=(0, 1, 2, 3))
+    model.train()
+    frozen = [model.stages[0], model.stages[1]]
+    for module in frozen:
+        assert all(not p.requires_grad for p in module.parameters())
+        assert all(not m.training for m in module.modules())
+    for module in (model.stages[2], model.stages[3]):
+        assert all(p.requires_grad for p in module.parameters())
+        assert all(m.training for m in module.modules())
+    outs = model(torch.rand(1, 3, 64, 64))
+    sum(out.sum() for out in outs).backward()
+    assert all(p.grad is None for p in model.stages[1].parameters())
+    model.pop_dp_loss()
+
+
+def test_frozen_stem_only():
+    model = LaViT(arch='t', frozen_stages=0).train()
+    assert all(not p.requires_grad for p in model.stages[0].downsample.parameters())
+    assert all(p.requires_grad for p in model.stages[0].layers.parameters())
+
+
+def test_norm_eval_puts_batchnorm_in_eval():
+    model = LaViT(arch='t', norm_eval=True)
+    model.stages[0].bn = torch.nn.BatchNorm2d(4)
+    model.train()
+    assert not model.stages[0].bn.training and model.stages[0].layers.training
+
+
+@pytest.mark.parametrize('out_indices', [(0, 1, 2, 3), (1, 2, 3), (3, )])
+def test_every_parameter_gets_gradient(out_indices):
+    """What DDP without find_unused_parameters needs, for every out_indices the configs use."""
+    model = LaViT(arch='t', out_indices=out_indices, drop_path_rate=0.).train()
+    outs = model(torch.rand(1, 3, 64, 64))
+    (sum(out.mean() for out in outs) + model.pop_dp_loss()).backward()
+    unused = [name for name, param in model.named_parameters() if param.grad is None]
+    assert not unused
