@@ -17,5 +17,11 @@ test: $(STAMP)
 flops: $(STAMP)
 	$(VENV)/bin/python tools/get_flops.py
 
+demo: $(STAMP)
+	$(VENV)/bin/python tools/demo.py
+
+demo-seg: $(STAMP)
+	$(VENV)/bin/python tools/demo_seg.py
+
 clean-venv:
 	rm -rf $(VENV)

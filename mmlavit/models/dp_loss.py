@@ -1,5 +1,4 @@
 """The diagonality-preserving loss (DESIGN.md Section 4)."""
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

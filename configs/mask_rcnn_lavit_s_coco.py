@@ -1,0 +1,41 @@
+# Mask R-CNN with a LaViT-S backbone and FPN, COCO 2017, 1x schedule, 1333x800 (mmdet's Swin-T recipe).
+# ImageNet-pretrained weights: --cfg-options model.backbone.init_cfg.checkpoint=PATH
+# (an mmpretrain LaViT checkpoint, e.g. from configs/lavit_s_imagenet.py, or a backbone-only one).
+# Without one the backbone trains from scratch and the log says so.
+_base_ = [
+    'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
+    'mmdet::_base_/datasets/coco_instance.py',
+    'mmdet::_base_/schedules/schedule_1x.py',
+    'mmdet::_base_/default_runtime.py',
+]
+custom_imports = dict(imports=['mmlavit'], allow_failed_imports=False)
+# Trains LaViT's diagonality-preserving loss as loss_dp (weight: model.backbone.dp_weight).
+custom_hooks = [dict(type='mmlavit.DPLossHook')]
+
+pretrained = None
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='mmlavit.LaViT',
+        arch='s',
+        drop_path_rate=0.1,
+        dp_weight=0.1,
+        out_indices=(0, 1, 2, 3),
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
+    neck=dict(in_channels=[64, 128, 320, 512]))
+
+max_epochs = 12
+train_cfg = dict(max_epochs=max_epochs)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=1000),
+    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[8, 11], gamma=0.1),
+]
+optim_wrapper = dict(
+    type='OptimWrapper',
+    paramwise_cfg=dict(custom_keys={
+        'norm': dict(decay_mult=0.),
+        'theta': dict(decay_mult=0.),
+        'psi_weight': dict(decay_mult=0.),
+        'gamma': dict(decay_mult=0.),
+    }),
+    optimizer=dict(_delete_=True, type='AdamW', lr=0.0001, betas=(0.9, 0.999), weight_decay=0.05))

@@ -1,0 +1,33 @@
+# RetinaNet with a LaViT-S backbone and FPN, COCO 2017, 1x schedule, 1333x800.
+# Only the stages the FPN uses are output (as mmdet's Swin RetinaNet does), so every parameter is
+# used in every step and DDP needs no find_unused_parameters.
+# ImageNet-pretrained weights: --cfg-options model.backbone.init_cfg.checkpoint=PATH
+_base_ = [
+    'mmdet::_base_/models/retinanet_r50_fpn.py',
+    'mmdet::_base_/datasets/coco_detection.py',
+    'mmdet::_base_/schedules/schedule_1x.py',
+    'mmdet::_base_/default_runtime.py',
+]
+custom_imports = dict(imports=['mmlavit'], allow_failed_imports=False)
+custom_hooks = [dict(type='mmlavit.DPLossHook')]
+
+pretrained = None
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='mmlavit.LaViT',
+        arch='s',
+        drop_path_rate=0.1,
+        dp_weight=0.1,
+        out_indices=(1, 2, 3),
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
+    neck=dict(in_channels=[128, 320, 512], start_level=0, add_extra_convs='on_input', num_outs=5))
+
+optim_wrapper = dict(
+    paramwise_cfg=dict(custom_keys={
+        'norm': dict(decay_mult=0.),
+        'theta': dict(decay_mult=0.),
+        'psi_weight': dict(decay_mult=0.),
+        'gamma': dict(decay_mult=0.),
+    }),
+    optimizer=dict(_delete_=True, type='AdamW', lr=0.0001, betas=(0.9, 0.999), weight_decay=0.05))

@@ -1,0 +1,165 @@
+"""Detection end to end: shipped configs, loss_dp in the loss dict, the user-config case, the tools."""
+import os
+import re
+import subprocess
+import sys
+import types
+
+import pytest
+import torch
+from mmdet.registry import MODELS
+from mmdet.testing import demo_mm_inputs
+from mmengine.config import Config
+from mmengine.registry import HOOKS, init_default_scope
+
+import mmlavit
+from mmlavit.demo_data import make_coco_shapes
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO_CONFIG = 'configs/demo/mask_rcnn_lavit_t_shapes.py'
+
+
+def build_detector(cfg):
+    init_default_scope('mmdet')
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    return model
+
+
+def loss_step(model, with_mask):
+    packed = demo_mm_inputs(2, [[3, 128, 128], [3, 125, 130]], with_mask=with_mask)
+    data = model.data_preprocessor(packed, True)
+    losses = model(**data, mode='loss')
+    total, log_vars = model.parse_losses(losses)
+    return packed, losses, total, log_vars
+
+
+@pytest.mark.parametrize('config,with_mask', [('configs/mask_rcnn_lavit_t_coco.py', True),
+                                              ('configs/retinanet_lavit_t_coco.py', False)])
+def test_shipped_config_loss_predict_tensor(config, with_mask):
+    cfg = Config.fromfile(os.path.join(REPO, config))
+    model = build_detector(cfg)
+    assert isinstance(model.backbone, mmlavit.LaViT)
+    mmlavit.attach_dp_loss(model)
+    packed, losses, total, log_vars = loss_step(model, with_mask)
+    assert 'loss_dp' in losses and losses['loss_dp'].requires_grad
+    # parse_losses sums every key holding 'loss' into the back-propagated total.
+    summed = sum(value.item() if torch.is_tensor(value) else sum(v.item() for v in value)
+                 for key, value in losses.items() if 'loss' in key)
+    assert total.item() == pytest.approx(summed, rel=1e-5) and 'loss_dp' in log_vars
+    total.backward()
+    theta = model.backbone.stages[0].layers[1].attn.theta_weight
+    assert theta.grad is not None and theta.grad.abs().sum() > 0
+
+    model.eval()
+    with torch.no_grad():
+        data = model.data_preprocessor(packed, False)
+        predictions = model(**data, mode='predict')
+        features = model(**data, mode='tensor')
+    assert len(predictions) == 2 and 'bboxes' in predictions[0].pred_instances
+    assert with_mask == ('masks' in predictions[0].pred_instances)
+    assert isinstance(features, tuple) and len(features) > 0
+    assert model.backbone.pop_dp_loss() is None  # nothing computed in eval mode
+
+
+def test_dp_weight_zero_removes_loss_dp():
+    cfg = Config.fromfile(os.path.join(REPO, 'configs/retinanet_lavit_t_coco.py'))
+    cfg.model.backbone.dp_weight = 0.
+    model = build_detector(cfg)
+    mmlavit.attach_dp_loss(model)
+    _, losses, _, _ = loss_step(model, False)
+    assert 'loss_dp' not in losses and {'loss_cls', 'loss_bbox'} <= set(losses)
+
+
+USER_CONFIG = '''
+_base_ = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
+custom_imports = dict(imports=['mmlavit'], allow_failed_imports=False)
+model = dict(
+    backbone=dict(_delete_=True, type='mmlavit.LaViT', arch='t'),
+    neck=dict(in_channels=[64, 128, 320, 512]))
+custom_hooks = [dict(type='mmlavit.DPLossHook')]
+'''
+
+
+def test_user_faster_rcnn_config_with_swapped_backbone(tmp_path):
+    config = tmp_path / 'faster-rcnn_lavit-t_fpn_1x_coco.py'
+    config.write_text(USER_CONFIG)
+    cfg = Config.fromfile(str(config))
+    model = build_detector(cfg)
+    assert type(model).__name__ == 'FasterRCNN'
+    hook = HOOKS.build(cfg.custom_hooks[0])
+    # What mmengine's Runner hands the hook before training: an object with the model.
+    hook.before_train(types.SimpleNamespace(model=model))
+    _, losses, total, _ = loss_step(model, False)
+    assert {'loss_dp', 'loss_rpn_cls', 'loss_cls', 'loss_bbox'} <= set(losses)
+    total.backward()
+    assert model.backbone.stages[3].layers[1].attn.psi_weight.grad.abs().sum() > 0
+    hook.after_train(None)
+    _, losses, _, _ = loss_step(model, False)
+    assert 'loss_dp' not in losses
+
+
+def run_tool(*args, cwd=REPO, env=None):
+    result = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, env=env,
+                            timeout=600)
+    return result.returncode, result.stdout + result.stderr
+
+
+@pytest.fixture(scope='module')
+def shapes_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp('shapes_coco')
+    make_coco_shapes(str(root), num_train=8, num_val=4, seed=1)
+    return str(root) + '/'
+
+
+def tiny_run_options(shapes_root, max_epochs):
+    return ['--cfg-options', f'data_root={shapes_root}', f'train_cfg.max_epochs={max_epochs}',
+            'default_hooks.checkpoint.interval=1', 'default_hooks.logger.interval=1']
+
+
+def test_train_resume_test(shapes_root, tmp_path):
+    work_dir = str(tmp_path / 'work')
+    code, log = run_tool('tools/train.py', DEMO_CONFIG, '--work-dir', work_dir,
+                         *tiny_run_options(shapes_root, 1))
+    assert code == 0, log[-3000:]
+    assert re.search(r'Epoch\(train\) \[1\]\[2/2\].*loss_dp: ', log), log[-3000:]
+    assert 'No pre-trained weights for LaViT, training starts from scratch' in log
+
+    code, log = run_tool('tools/train.py', DEMO_CONFIG, '--work-dir', work_dir, '--resume',
+                         *tiny_run_options(shapes_root, 2))
+    assert code == 0, log[-3000:]
+    assert 'resumed epoch: 1, iter: 2' in log
+    assert 'Epoch(train) [1]' not in log and re.search(r'Epoch\(train\) \[2\]\[2/2\]', log)
+    checkpoint = torch.load(os.path.join(work_dir, 'epoch_2.pth'), map_location='cpu', weights_only=False)
+    assert checkpoint['meta']['iter'] == 4
+    adamw_steps = {float(state['step']) for state in checkpoint['optimizer']['state'].values()}
+    assert adamw_steps == {4.0}  # two iterations before the resume, two after
+
+    code, log = run_tool('tools/test.py', DEMO_CONFIG, os.path.join(work_dir, 'epoch_2.pth'),
+                         '--work-dir', work_dir, '--cfg-options', f'data_root={shapes_root}')
+    assert code == 0, log[-3000:]
+    assert re.search(r'coco/bbox_mAP: [0-9.]+', log) and re.search(r'coco/segm_mAP: [0-9.]+', log)
+
+
+def test_two_process_cpu_ddp_with_cp(shapes_root, tmp_path):
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(29500 + os.getpid() % 1000), OMP_NUM_THREADS='1')
+    result = subprocess.run(
+        ['bash', 'tools/dist_train.sh', DEMO_CONFIG, '2', '--work-dir', str(tmp_path / 'ddp'),
+         *tiny_run_options(shapes_root, 1), 'model.backbone.with_cp=True'],
+        cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    assert 'Distributed launcher: pytorch' in log and 'Distributed training: True' in log
+    assert re.search(r'Epoch\(train\) \[1\]\[1/1\].*loss_dp: ', log), log[-3000:]
+
+
+def test_missing_coco_stops_with_a_clear_message(tmp_path):
+    code, log = run_tool(os.path.join(REPO, 'tools/train.py'), os.path.join(REPO, 'configs/mask_rcnn_lavit_s_coco.py'),
+                         cwd=str(tmp_path))
+    assert code != 0
+    assert 'CocoDataset data not found: data/coco/annotations/instances_train2017.json does not exist' in log
+    assert '--cfg-options data_root=' in log and 'Traceback' not in log
+
+    code, log = run_tool('tools/train.py', 'configs/mask_rcnn_lavit_s_coco.py', '--cfg-options',
+                         f'data_root={tmp_path}/elsewhere/')
+    assert code != 0 and f'{tmp_path}/elsewhere/annotations/instances_train2017.json does not exist' in log
