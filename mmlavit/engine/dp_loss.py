@@ -8,6 +8,7 @@ it. The hook sits on the model itself, inside any DDP wrapper, and works for
 any mmdet detector, mmseg segmentor or mmpretrain classifier without a
 subclass: a user's config only adds ``custom_hooks = [dict(type='mmlavit.DPLossHook')]``.
 """
+from functools import partial
 from typing import List
 
 from mmengine.hooks import Hook
@@ -27,10 +28,10 @@ def find_lavits(model: nn.Module) -> List[LaViT]:
     return [module for module in model.modules() if isinstance(module, LaViT)]
 
 
-def _add_dp_loss(model, args, kwargs, output):
+def _add_dp_loss(backbones, model, args, kwargs, output):
     if kwargs.get('mode') != 'loss' or not isinstance(output, dict):
         return None
-    for backbone in find_lavits(model):
+    for backbone in backbones:
         dp_loss = backbone.pop_dp_loss()
         if dp_loss is not None:
             output[DP_LOSS_KEY] = output[DP_LOSS_KEY] + dp_loss if DP_LOSS_KEY in output else dp_loss
@@ -49,9 +50,10 @@ def attach_dp_loss(model: nn.Module) -> RemovableHandle:
     """
     if is_model_wrapper(model):
         model = model.module
-    if not find_lavits(model):
+    backbones = find_lavits(model)
+    if not backbones:
         raise ValueError(f'{type(model).__name__} has no LaViT module, so it has no loss_dp to collect')
-    return model.register_forward_hook(_add_dp_loss, with_kwargs=True)
+    return model.register_forward_hook(partial(_add_dp_loss, backbones), with_kwargs=True)
 
 
 @HOOKS.register_module()

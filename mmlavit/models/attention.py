@@ -15,7 +15,6 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 
-
 def pad_to_even(maps: Tensor) -> Tensor:
     """Zero-pads an NCHW tensor at the bottom and right to an even height and width.
 
