@@ -7,11 +7,8 @@ _base_ = [
     'mmdet::_base_/datasets/coco_instance.py',
     'mmdet::_base_/schedules/schedule_1x.py',
     'mmdet::_base_/default_runtime.py',
+    './_base_/lavit.py',
 ]
-custom_imports = dict(imports=['mmlavit'], allow_failed_imports=False)
-# Trains LaViT's diagonality-preserving loss as loss_dp (weight: model.backbone.dp_weight).
-custom_hooks = [dict(type='mmlavit.DPLossHook')]
-
 pretrained = None
 model = dict(
     backbone=dict(
@@ -32,10 +29,5 @@ param_scheduler = [
 ]
 optim_wrapper = dict(
     type='OptimWrapper',
-    paramwise_cfg=dict(custom_keys={
-        'norm': dict(decay_mult=0.),
-        'theta': dict(decay_mult=0.),
-        'psi_weight': dict(decay_mult=0.),
-        'gamma': dict(decay_mult=0.),
-    }),
+    paramwise_cfg=dict(custom_keys=_base_.lavit_no_decay),
     optimizer=dict(_delete_=True, type='AdamW', lr=0.0001, betas=(0.9, 0.999), weight_decay=0.05))

@@ -7,10 +7,8 @@ _base_ = [
     'mmdet::_base_/datasets/coco_detection.py',
     'mmdet::_base_/schedules/schedule_1x.py',
     'mmdet::_base_/default_runtime.py',
+    './_base_/lavit.py',
 ]
-custom_imports = dict(imports=['mmlavit'], allow_failed_imports=False)
-custom_hooks = [dict(type='mmlavit.DPLossHook')]
-
 pretrained = None
 model = dict(
     backbone=dict(
@@ -24,10 +22,5 @@ model = dict(
     neck=dict(in_channels=[128, 320, 512], start_level=0, add_extra_convs='on_input', num_outs=5))
 
 optim_wrapper = dict(
-    paramwise_cfg=dict(custom_keys={
-        'norm': dict(decay_mult=0.),
-        'theta': dict(decay_mult=0.),
-        'psi_weight': dict(decay_mult=0.),
-        'gamma': dict(decay_mult=0.),
-    }),
+    paramwise_cfg=dict(custom_keys=_base_.lavit_no_decay),
     optimizer=dict(_delete_=True, type='AdamW', lr=0.0001, betas=(0.9, 0.999), weight_decay=0.05))
