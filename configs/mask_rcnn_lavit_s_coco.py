@@ -1,7 +1,6 @@
 # Mask R-CNN with a LaViT-S backbone and FPN, COCO 2017, 1x schedule, 1333x800 (mmdet's Swin-T recipe).
 # ImageNet-pretrained weights: --cfg-options model.backbone.init_cfg.checkpoint=PATH
-# (an mmpretrain LaViT checkpoint, e.g. from configs/lavit_s_imagenet.py, or a backbone-only one).
-# Without one the backbone trains from scratch and the log says so.
+# (see configs/_base_/lavit.py); without one the backbone trains from scratch and the log says so.
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
     'mmdet::_base_/datasets/coco_instance.py',
@@ -9,16 +8,8 @@ _base_ = [
     'mmdet::_base_/default_runtime.py',
     './_base_/lavit.py',
 ]
-pretrained = None
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='mmlavit.LaViT',
-        arch='s',
-        drop_path_rate=0.1,
-        dp_weight=0.1,
-        out_indices=(0, 1, 2, 3),
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
+    backbone=_base_.lavit_backbone,
     neck=dict(in_channels=[64, 128, 320, 512]))
 
 max_epochs = 12

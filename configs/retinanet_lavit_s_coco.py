@@ -2,6 +2,7 @@
 # Only the stages the FPN uses are output (as mmdet's Swin RetinaNet does), so every parameter is
 # used in every step and DDP needs no find_unused_parameters.
 # ImageNet-pretrained weights: --cfg-options model.backbone.init_cfg.checkpoint=PATH
+# (see configs/_base_/lavit.py).
 _base_ = [
     'mmdet::_base_/models/retinanet_r50_fpn.py',
     'mmdet::_base_/datasets/coco_detection.py',
@@ -9,16 +10,8 @@ _base_ = [
     'mmdet::_base_/default_runtime.py',
     './_base_/lavit.py',
 ]
-pretrained = None
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='mmlavit.LaViT',
-        arch='s',
-        drop_path_rate=0.1,
-        dp_weight=0.1,
-        out_indices=(1, 2, 3),
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
+    backbone=dict(_base_.lavit_backbone, out_indices=(1, 2, 3)),
     neck=dict(in_channels=[128, 320, 512], start_level=0, add_extra_convs='on_input', num_outs=5))
 
 optim_wrapper = dict(

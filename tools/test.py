@@ -4,28 +4,18 @@
         [--work-dir DIR] [--cfg-options key=value ...] [--launcher none|pytorch|slurm|mpi]
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
-from mmengine.config import DictAction
-
 import mmlavit  # noqa: F401  registers LaViT, DPLossHook and the checkpoint loader
-from mmlavit.utils import DatasetNotFoundError, build_runner, load_config
+from mmlavit.utils import DatasetNotFoundError, build_runner, load_config, parse_runner_args
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description='Test a checkpoint with mmengine\'s Runner')
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('--work-dir', help='the dir to save logs and metrics')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, e.g. data_root=/data/ade/ADEChallengeData2016/')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    return parse_runner_args(parser)
 
 
 def main():

@@ -4,31 +4,20 @@
         [--amp] [--cfg-options key=value ...] [--launcher none|pytorch|slurm|mpi]
 """
 import argparse
-import os
 import sys
 
-from mmengine.config import DictAction
-
 import mmlavit  # noqa: F401  registers LaViT, DPLossHook and the checkpoint loader
-from mmlavit.utils import DatasetNotFoundError, build_runner, load_config
+from mmlavit.utils import DatasetNotFoundError, build_runner, load_config, parse_runner_args
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description='Train a model with mmengine\'s Runner')
     parser.add_argument('config', help='train config file path')
-    parser.add_argument('--work-dir', help='the dir to save logs and checkpoints')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from this checkpoint, or from the latest one in the work dir '
                              'when no path is given')
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision (needs a GPU)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, e.g. data_root=/data/coco/ '
-                             'train_dataloader.batch_size=4')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    return parse_runner_args(parser)
 
 
 def main():

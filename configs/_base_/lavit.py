@@ -9,3 +9,15 @@ lavit_no_decay = {
     'psi_weight': dict(decay_mult=0.),
     'gamma': dict(decay_mult=0.),
 }
+# The backbone of the detection and segmentation configs: LaViT-S with all four stages out. A
+# Pretrained init_cfg without a checkpoint trains from scratch (and logs so); give one with
+# --cfg-options model.backbone.init_cfg.checkpoint=PATH (an mmpretrain LaViT checkpoint, e.g. from
+# configs/lavit_s_imagenet.py, or a backbone-only one from tools/convert_checkpoint.py).
+lavit_backbone = dict(
+    _delete_=True,
+    type='mmlavit.LaViT',
+    arch='s',
+    drop_path_rate=0.1,
+    dp_weight=0.1,
+    out_indices=(0, 1, 2, 3),
+    init_cfg=dict(type='Pretrained', checkpoint=None, prefix='backbone.'))

@@ -1,5 +1,7 @@
 from .checkpoint import load_backbone_state_dict, register_trusted_local_loader
-from .launch import DatasetNotFoundError, build_runner, check_datasets, load_config, setup_distributed
+from .launch import (DatasetNotFoundError, build_runner, check_datasets, load_config, parse_runner_args,
+                     setup_distributed)
 
 __all__ = ['load_backbone_state_dict', 'register_trusted_local_loader', 'DatasetNotFoundError',
-           'build_runner', 'check_datasets', 'load_config', 'setup_distributed']
+           'build_runner', 'check_datasets', 'load_config', 'parse_runner_args',
+           'setup_distributed']

@@ -1,10 +1,12 @@
-"""What tools/train.py and tools/test.py share: config loading, CPU distributed set-up, data checks."""
+"""What tools/train.py and tools/test.py share: arguments, config loading, CPU distributed set-up, data checks."""
+import argparse
+import os
 import os.path as osp
 from typing import Iterator, List, Optional
 
 import torch
 import torch.distributed as dist
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 
 # Where each dataset type expects its files, for the missing-data message.
 EXPECTED_LAYOUTS = {
@@ -16,6 +18,19 @@ EXPECTED_LAYOUTS = {
     'ImageNet': 'data/imagenet/{train,val}/<class>/*.JPEG or data/imagenet/meta/{train,val}.txt with the '
                 'images beside it (ILSVRC2012 from https://image-net.org)',
 }
+
+
+def parse_runner_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Adds the options every Runner tool takes (--work-dir, --cfg-options, --launcher) and parses."""
+    parser.add_argument('--work-dir', help='the dir to save logs, checkpoints and metrics')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, e.g. data_root=/data/coco/ '
+                             'train_dataloader.batch_size=4')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
 
 
 class DatasetNotFoundError(FileNotFoundError):
