@@ -8,13 +8,11 @@ draws one validation image with tools/infer.py.
 """
 import os.path as osp
 import re
-import subprocess
-import sys
 import time
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from mmlavit.demo_data import make_coco_shapes  # noqa: E402
+from demo_common import REPO, run_tool, train_once
+
+from mmlavit.demo_data import make_coco_shapes
 
 CONFIG = 'configs/demo/mask_rcnn_lavit_t_shapes.py'
 DATA = 'data/shapes_coco'
@@ -22,35 +20,17 @@ WORK_DIR = 'work_dirs/demo_mask_rcnn'
 OUT_DIR = 'outputs/demo'
 
 
-def run(*args):
-    """Runs a tool, streaming its output, and returns that output."""
-    command = [sys.executable, *args]
-    print('$', ' '.join(command), flush=True)
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    for line in process.stdout:
-        sys.stdout.write(line)
-        lines.append(line)
-    if process.wait():
-        sys.exit(f'demo: {args[0]} failed with exit code {process.returncode}')
-    return ''.join(lines)
-
-
 def main():
     start = time.time()
-    if not osp.isfile(osp.join(ROOT, DATA, 'annotations', 'instances_val2017.json')):
-        make_coco_shapes(osp.join(ROOT, DATA))
+    if not osp.isfile(osp.join(REPO, DATA, 'annotations', 'instances_val2017.json')):
+        make_coco_shapes(osp.join(REPO, DATA))
         print(f'generated the shapes dataset in {DATA}')
-    checkpoint = osp.join(WORK_DIR, 'epoch_8.pth')
-    if osp.isfile(osp.join(ROOT, checkpoint)):
-        print(f'found {checkpoint}; delete {WORK_DIR} to train again')
-    else:
-        run('tools/train.py', CONFIG, '--work-dir', WORK_DIR)
+    checkpoint = train_once(CONFIG, WORK_DIR)
     train_minutes = (time.time() - start) / 60
-    output = run('tools/test.py', CONFIG, checkpoint, '--work-dir', WORK_DIR)
+    output = run_tool('tools/test.py', CONFIG, checkpoint, '--work-dir', WORK_DIR)
     metrics = dict(re.findall(r'coco/(bbox_mAP|segm_mAP): ([0-9.]+)', output))
     picture = osp.join(DATA, 'val2017', '000001.jpg')
-    run('tools/infer.py', picture, CONFIG, checkpoint, '--out', OUT_DIR)
+    run_tool('tools/infer.py', picture, CONFIG, checkpoint, '--out', OUT_DIR)
     print('\n==== mmlavit demo ====')
     print(f'data:        {DATA} (COCO format, 3 classes)')
     print(f'config:      {CONFIG}')

@@ -95,7 +95,8 @@ def _dataset_paths(dataset: dict) -> List[str]:
         if isinstance(value, str) and value:
             paths.append(osp.join(root, value))
     if not paths and root:
-        paths.append(root)
+        # Split-based datasets (mmpretrain's ImageNet with split='train') read root/split/.
+        paths.append(osp.join(root, dataset['split']) if dataset.get('split') else root)
     return paths
 
 

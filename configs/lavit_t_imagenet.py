@@ -1,0 +1,3 @@
+# LaViT-T ImageNet-1k classification; everything else as configs/lavit_s_imagenet.py.
+_base_ = './lavit_s_imagenet.py'
+model = dict(backbone=dict(arch='t'))

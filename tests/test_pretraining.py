@@ -1,0 +1,107 @@
+"""ImageNet pretraining of LaViT in mmpretrain and the hand-off of its checkpoint to mmdet and mmseg."""
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import MODELS, init_default_scope
+
+from mmlavit import LaViT
+from mmlavit.demo_data import SHAPE_CLASSES, make_imagenet_shapes
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = 'configs/demo/lavit_t_shapes_imagenet.py'
+
+
+def run_tool(*args):
+    """Runs a tool of tools/ from the repository root; returns the process with stdout and stderr."""
+    return subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True)
+
+
+def build_model(config, scope, **backbone_overrides):
+    """The model of a shipped config, built in its framework's registry scope."""
+    cfg = Config.fromfile(REPO / 'configs' / config)
+    cfg.model.backbone.update(backbone_overrides)
+    init_default_scope(scope)
+    return MODELS.build(cfg.model)
+
+
+@pytest.mark.parametrize('arch', ['t', 's', 'b'])
+def test_shipped_classifier_builds_and_classifies(arch):
+    model = build_model(f'lavit_{arch}_imagenet.py', 'mmpretrain').eval()
+    assert isinstance(model.backbone, LaViT) and model.backbone.out_indices == (3, )
+    assert model.backbone.arch_settings == LaViT.arch_zoo[arch]
+    with torch.no_grad():
+        logits = model(torch.rand(2, 3, 224, 224), mode='tensor')
+    assert logits.shape == (2, 1000)
+
+
+@pytest.fixture(scope='module')
+def pretrained(tmp_path_factory):
+    """Two epochs of tools/train.py on the generated ImageNet-format set: (work dir, stdout)."""
+    data_root = make_imagenet_shapes(str(tmp_path_factory.mktemp('imagenet')), num_train=8, num_val=2,
+                                     seed=1)
+    work_dir = tmp_path_factory.mktemp('pretrain')
+    process = run_tool('tools/train.py', DEMO_CONFIG, '--work-dir', work_dir, '--cfg-options',
+                       f'data_root={data_root}', 'train_cfg.max_epochs=2', 'train_cfg.val_interval=2',
+                       'default_hooks.logger.interval=1', 'default_hooks.checkpoint.interval=2')
+    assert process.returncode == 0, process.stderr[-3000:]
+    return work_dir, process.stdout
+
+
+def test_pretraining_logs_loss_dp_and_saves_a_checkpoint(pretrained):
+    work_dir, stdout = pretrained
+    [scalars] = work_dir.glob('*/vis_data/scalars.json')
+    train_logs = [json.loads(line) for line in scalars.read_text().splitlines()]
+    train_logs = [log for log in train_logs if 'loss' in log]
+    # 24 images in batches of 16: 2 iterations per epoch, each logged.
+    assert len(train_logs) == 4
+    assert all('loss_dp' in log and math.isfinite(log['loss_dp']) for log in train_logs)
+    assert re.search(r'Epoch\(val\) \[2\]\[\d+/\d+\]\s+accuracy/top1: [\d.]+', stdout)
+    checkpoint = torch.load(work_dir / 'epoch_2.pth', map_location='cpu', weights_only=False)
+    assert checkpoint['meta']['dataset_meta']['classes'] == SHAPE_CLASSES
+
+
+@pytest.fixture(scope='module')
+def backbone_only(pretrained):
+    """tools/convert_checkpoint.py's output for the pretraining checkpoint: (path, stdout)."""
+    work_dir, _ = pretrained
+    path = work_dir / 'lavit_t_backbone.pth'
+    process = run_tool('tools/convert_checkpoint.py', work_dir / 'epoch_2.pth', path)
+    assert process.returncode == 0, process.stderr[-3000:]
+    return path, process.stdout
+
+
+def test_convert_checkpoint_keeps_the_backbone_and_reports_the_rest(pretrained, backbone_only):
+    path, stdout = backbone_only
+    backbone_keys = LaViT(arch='t').state_dict().keys()
+    assert f'kept {len(backbone_keys)} tensors of backbone.*' in stdout
+    assert "matches LaViT arch='t' exactly" in stdout
+    assert 'dropped 2 other weights: head.fc.weight, head.fc.bias' in stdout
+    assert re.search(r'dropped checkpoint entries: .*message_hub.*optimizer', stdout)
+    converted = torch.load(path, map_location='cpu', weights_only=False)
+    assert converted['state_dict'].keys() == backbone_keys
+
+
+@pytest.mark.parametrize('checkpoint_kind', ['mmpretrain', 'backbone-only'])
+@pytest.mark.parametrize('config,scope', [
+    ('mask_rcnn_lavit_t_coco.py', 'mmdet'),
+    ('upernet_lavit_t_ade20k.py', 'mmseg'),
+], ids=['mask_rcnn', 'upernet'])
+def test_pretrained_checkpoint_initialises_det_and_seg_backbones(pretrained, backbone_only, checkpoint_kind,
+                                                                 config, scope):
+    work_dir, _ = pretrained
+    path = work_dir / 'epoch_2.pth' if checkpoint_kind == 'mmpretrain' else backbone_only[0]
+    model = build_model(config, scope, init_cfg=dict(type='Pretrained', checkpoint=str(path),
+                                                     prefix='backbone.'))
+    model.init_weights()
+    source = torch.load(work_dir / 'epoch_2.pth', map_location='cpu', weights_only=False)['state_dict']
+    backbone = model.backbone.state_dict()
+    assert backbone.keys() <= {key[len('backbone.'):] for key in source if key.startswith('backbone.')}
+    for key, value in backbone.items():
+        assert torch.equal(value, source['backbone.' + key]), key

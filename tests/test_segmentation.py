@@ -1,0 +1,147 @@
+"""UperNet with LaViT in mmseg: the shipped configs, loss_dp, both test modes, tools/train.py and tools/test.py."""
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config, ConfigDict
+from mmengine.model import revert_sync_batchnorm
+from mmengine.registry import init_default_scope
+from mmengine.structures import PixelData
+from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
+
+from mmlavit import attach_dp_loss
+from mmlavit.demo_data import ADE_SHAPES_CLASSES, make_ade_shapes
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = 'configs/demo/upernet_lavit_t_shapes_ade.py'
+# A user's own mmseg config: only the backbone swapped (heads' in_channels to match) plus
+# custom_imports and the one documented line, the DPLossHook.
+USER_CONFIG = """
+_base_ = 'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'
+custom_imports = dict(imports=['mmlavit'], allow_failed_imports=False)
+model = dict(
+    backbone=dict(_delete_=True, type='mmlavit.LaViT', arch='t'),
+    decode_head=dict(in_channels=[64, 128, 320, 512]),
+    auxiliary_head=dict(in_channels=320))
+custom_hooks = [dict(type='mmlavit.DPLossHook')]
+"""
+
+
+def run_tool(*args):
+    """Runs a tool of tools/ from the repository root; returns the process with stdout and stderr."""
+    return subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True)
+
+
+def build_segmentor(config):
+    """The segmentor of a shipped config, with SyncBN reverted to BN as mmengine's Runner does on CPU."""
+    cfg = Config.fromfile(REPO / 'configs' / config)
+    init_default_scope('mmseg')
+    return revert_sync_batchnorm(MODELS.build(cfg.model))
+
+
+def demo_inputs(shapes, num_classes):
+    """A batch as mmseg's test suite builds it (``_demo_mm_inputs``): uint8 images, random label maps."""
+    inputs, data_samples = [], []
+    for height, width in shapes:
+        inputs.append(torch.randint(0, 256, (3, height, width), dtype=torch.uint8))
+        sample = SegDataSample(metainfo=dict(img_shape=(height, width), ori_shape=(height, width)))
+        sample.gt_sem_seg = PixelData(data=torch.randint(0, num_classes, (1, height, width)))
+        data_samples.append(sample)
+    return dict(inputs=inputs, data_samples=data_samples)
+
+
+def test_upernet_loss_has_loss_dp_in_the_total():
+    model = build_segmentor('upernet_lavit_t_ade20k.py').train()
+    attach_dp_loss(model)
+    data = model.data_preprocessor(demo_inputs([(128, 128), (96, 150)], num_classes=150), True)
+    losses = model(**data, mode='loss')
+    assert set(losses) == {'decode.loss_ce', 'decode.acc_seg', 'aux.loss_ce', 'aux.acc_seg', 'loss_dp'}
+    assert losses['loss_dp'].requires_grad and math.isfinite(losses['loss_dp'].item())
+    total, log_vars = model.parse_losses(losses)
+    expected = sum(value for key, value in losses.items() if 'loss' in key)
+    assert torch.allclose(total, expected) and 'loss_dp' in log_vars
+
+
+@pytest.mark.parametrize('test_cfg', [
+    dict(mode='whole'),
+    dict(mode='slide', crop_size=(512, 512), stride=(341, 341)),
+], ids=['whole', 'slide'])
+def test_upernet_predicts_ade20k_sized_image(test_cfg):
+    # 683 is not a multiple of 32, and mmseg's test-time whole mode feeds the image unpadded.
+    model = build_segmentor('upernet_lavit_t_ade20k.py').eval()
+    model.test_cfg = ConfigDict(test_cfg)
+    data = model.data_preprocessor(demo_inputs([(512, 683)], num_classes=150), False)
+    assert data['inputs'].shape[-2:] == (512, 683)
+    with torch.no_grad():
+        [result] = model(**data, mode='predict')
+    assert result.pred_sem_seg.shape == (512, 683)
+    assert result.seg_logits.data.shape == (150, 512, 683)
+
+
+@pytest.fixture(scope='module')
+def ade_shapes(tmp_path_factory):
+    return make_ade_shapes(str(tmp_path_factory.mktemp('ade') / 'ADEChallengeData2016'),
+                           num_train=16, num_val=4, seed=1)
+
+
+@pytest.fixture(scope='module')
+def trained_demo(ade_shapes, tmp_path_factory):
+    """A few iterations of tools/train.py on the generated set: (work dir, stdout)."""
+    work_dir = tmp_path_factory.mktemp('demo_seg')
+    process = run_tool('tools/train.py', DEMO_CONFIG, '--work-dir', work_dir, '--cfg-options',
+                       f'data_root={ade_shapes}', 'train_cfg.max_iters=4', 'train_cfg.val_interval=4',
+                       'default_hooks.logger.interval=1', 'default_hooks.checkpoint.interval=4')
+    assert process.returncode == 0, process.stderr[-3000:]
+    return work_dir, process.stdout
+
+
+def test_train_tool_logs_loss_dp_and_saves_the_classes(trained_demo):
+    work_dir, stdout = trained_demo
+    logged = re.findall(r'Iter\(train\) \[\s*\d+/4\].*loss_dp: (-?[\d.]+)', stdout)
+    assert len(logged) == 4 and all(math.isfinite(float(value)) for value in logged)
+    assert re.search(r'Iter\(val\) \[4/4\].*mIoU', stdout)
+    checkpoint = torch.load(work_dir / 'iter_4.pth', map_location='cpu', weights_only=False)
+    assert checkpoint['meta']['dataset_meta']['classes'] == ADE_SHAPES_CLASSES
+
+
+@pytest.mark.parametrize('test_options', [
+    [],
+    ['model.test_cfg.mode=slide', 'model.test_cfg.crop_size=(64,64)', 'model.test_cfg.stride=(43,43)'],
+], ids=['whole', 'slide'])
+def test_test_tool_prints_iou_metrics(trained_demo, ade_shapes, test_options):
+    # The generated images are 120x120: not a multiple of 32.
+    work_dir, _ = trained_demo
+    process = run_tool('tools/test.py', DEMO_CONFIG, work_dir / 'iter_4.pth', '--work-dir', work_dir,
+                       '--cfg-options', f'data_root={ade_shapes}', *test_options)
+    assert process.returncode == 0, process.stderr[-3000:]
+    found = re.search(r'Iter\(test\) \[4/4\]\s+aAcc: ([\d.]+)\s+mIoU: ([\d.]+)\s+mAcc: ([\d.]+)',
+                      process.stdout)
+    assert found and all(0 <= float(value) <= 100 for value in found.groups())
+
+
+def test_user_mmseg_config_with_one_line_logs_loss_dp(ade_shapes, tmp_path):
+    config = tmp_path / 'user_upernet_lavit.py'
+    config.write_text(USER_CONFIG)
+    # Narrower heads only for speed (a 512-channel UPerHead on 512x512 crops costs a minute on CPU).
+    process = run_tool('tools/train.py', config, '--work-dir', tmp_path / 'work', '--cfg-options',
+                       f'data_root={ade_shapes}', 'train_cfg.max_iters=1', 'default_hooks.logger.interval=1',
+                       'model.decode_head.channels=64', 'model.auxiliary_head.channels=32',
+                       'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
+                       'val_cfg=None', 'val_dataloader=None', 'val_evaluator=None')
+    assert process.returncode == 0, process.stderr[-3000:]
+    assert re.search(r'Iter\(train\) \[1/1\].*decode\.loss_ce: [\d.]+.*loss_dp: -?[\d.]+', process.stdout)
+
+
+def test_missing_ade20k_names_the_layout_and_the_fix(tmp_path):
+    checkpoint = tmp_path / 'iter_160000.pth'
+    checkpoint.write_bytes(b'')
+    process = run_tool('tools/test.py', 'configs/upernet_lavit_s_ade20k.py', checkpoint,
+                       '--cfg-options', f'data_root={tmp_path}/ade/ADEChallengeData2016')
+    assert process.returncode != 0
+    assert 'data/ade/ADEChallengeData2016/images/{training,validation}' in process.stderr
+    assert '--cfg-options data_root=' in process.stderr
