@@ -5,6 +5,7 @@ import pytest
 import torch
 from mmdet.registry import MODELS as DET_MODELS
 from mmengine.logging import MMLogger
+from mmengine.registry import init_default_scope
 from mmpretrain.registry import MODELS as CLS_MODELS
 from mmseg.registry import MODELS as SEG_MODELS
 
@@ -37,6 +38,7 @@ class LogCapture(logging.Handler):
 
 def classifier_checkpoint(tmp_path, arch='t', **backbone_args):
     """Saves an mmpretrain ImageClassifier with a LaViT backbone as mmengine would."""
+    init_default_scope('mmpretrain')  # an earlier test may have left another framework's scope
     classifier = CLS_MODELS.build(dict(
         type='ImageClassifier',
         backbone=dict(type='mmlavit.LaViT', arch=arch, out_indices=(3, ), **backbone_args),
@@ -50,6 +52,7 @@ def classifier_checkpoint(tmp_path, arch='t', **backbone_args):
 
 def test_mmpretrain_checkpoint_initialises_mmdet_backbone(tmp_path):
     classifier, path = classifier_checkpoint(tmp_path)
+    init_default_scope('mmdet')
     backbone = DET_MODELS.build(dict(type='mmlavit.LaViT', arch='t',
                                      init_cfg=dict(type='Pretrained', checkpoint=path, prefix='backbone.')))
     with LogCapture() as logs:
