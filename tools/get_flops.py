@@ -1,4 +1,4 @@
-"""Params and FLOPs of LaViT-T/S/B beside mmdet's PVTv2-b1/b2 and Swin-T, measured the same way.
+"""Params and FLOPs of LaViT-T/S/B beside mmdet's PVTv2-b1/b2 and Swin-T and mmseg's MiT-b1/b2.
 
 FLOPs come from mmengine's FlopAnalyzer (fvcore's jit-traced counter: one
 multiply-add counts as one FLOP; matmul/bmm/einsum, so the attention products,
@@ -27,6 +27,11 @@ BACKBONES = {
     # mmdet's configs/swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py.
     'swin-t': dict(type='mmdet.SwinTransformer', embed_dims=96, depths=[2, 2, 6, 2],
                    num_heads=[3, 6, 12, 24], window_size=7, mlp_ratio=4, qkv_bias=True),
+    # mmseg's configs/segformer/segformer_mit-b1_8xb2-160k_ade20k-512x512.py and -b2_ (and their base).
+    'mit-b1': dict(type='mmseg.MixVisionTransformer', embed_dims=64, num_heads=[1, 2, 5, 8],
+                   num_layers=[2, 2, 2, 2], drop_path_rate=0.1),
+    'mit-b2': dict(type='mmseg.MixVisionTransformer', embed_dims=64, num_heads=[1, 2, 5, 8],
+                   num_layers=[3, 4, 6, 3], drop_path_rate=0.1),
 }
 
 
