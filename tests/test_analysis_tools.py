@@ -1,7 +1,6 @@
 """Smoke tests of tools/benchmark.py and tools/analyze_attention.py: real models, tiny sizes."""
 import json
 import os
-import subprocess
 import sys
 
 import cv2
@@ -9,17 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from tool_runner import REPO, run_tool
+
 from mmlavit.demo_data import draw_shapes
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CONFIG = 'configs/demo/mask_rcnn_lavit_t_shapes.py'
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
-
-
-def run_tool(*args):
-    """Runs a tool of tools/ from the repository root on one thread; returns the finished process."""
-    env = dict(os.environ, OMP_NUM_THREADS='1')
-    return subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True, env=env)
+ONE_THREAD = dict(os.environ, OMP_NUM_THREADS='1')
 
 
 def assert_png(path):
@@ -38,7 +33,7 @@ def tools_on_path():
 
 def test_benchmark_measures_and_writes(tmp_path):
     process = run_tool('tools/benchmark.py', '--models', 'lavit-t', 'pvtv2-b1', '--sizes', '64x64', '--repeats',
-                       '1', '--warmup', '1', '--reference', 'lavit-t', '--out-dir', tmp_path)
+                       '1', '--warmup', '1', '--reference', 'lavit-t', '--out-dir', tmp_path, env=ONE_THREAD)
     assert process.returncode == 0, process.stderr[-3000:]
     assert 'Ratios against lavit-t' in process.stdout and '| pvtv2-b1 |' in process.stdout
     report = json.loads((tmp_path / 'benchmark.json').read_text())
@@ -72,7 +67,8 @@ def test_analyze_attention_pictures_and_saturation(tmp_path):
     image, _ = draw_shapes(np.random.default_rng(0), 96, 3)
     cv2.imwrite(str(tmp_path / 'shapes.png'), image)
     process = run_tool('tools/analyze_attention.py', DEMO_CONFIG, tmp_path / 'shapes.png',
-                       '--compare', 'pvtv2-b1', '--points', '10,10', '60,40', '--out-dir', tmp_path / 'out')
+                       '--compare', 'pvtv2-b1', '--points', '10,10', '60,40', '--out-dir', tmp_path / 'out',
+                       env=ONE_THREAD)
     assert process.returncode == 0, process.stderr[-3000:]
     for name in ['attention_stage1', 'attention_stage2', 'attention_stage3', 'attention_stage4',
                  'cell_attention', 'saturation']:

@@ -14,8 +14,8 @@ from mmengine.registry import HOOKS, init_default_scope
 
 import mmlavit
 from mmlavit.demo_data import make_coco_shapes
+from tool_runner import REPO, run_tool
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CONFIG = 'configs/demo/mask_rcnn_lavit_t_shapes.py'
 
 
@@ -99,12 +99,6 @@ def test_user_faster_rcnn_config_with_swapped_backbone(tmp_path):
     assert 'loss_dp' not in losses
 
 
-def run_tool(*args, cwd=REPO, env=None):
-    result = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, env=env,
-                            timeout=600)
-    return result.returncode, result.stdout + result.stderr
-
-
 @pytest.fixture(scope='module')
 def shapes_root(tmp_path_factory):
     root = tmp_path_factory.mktemp('shapes_coco')
@@ -119,14 +113,16 @@ def tiny_run_options(shapes_root, max_epochs):
 
 def test_train_resume_test(shapes_root, tmp_path):
     work_dir = str(tmp_path / 'work')
-    code, log = run_tool('tools/train.py', DEMO_CONFIG, '--work-dir', work_dir,
-                         *tiny_run_options(shapes_root, 1))
+    process = run_tool('tools/train.py', DEMO_CONFIG, '--work-dir', work_dir,
+                       *tiny_run_options(shapes_root, 1))
+    code, log = process.returncode, process.stdout + process.stderr
     assert code == 0, log[-3000:]
     assert re.search(r'Epoch\(train\) \[1\]\[2/2\].*loss_dp: ', log), log[-3000:]
     assert 'No pre-trained weights for LaViT, training starts from scratch' in log
 
-    code, log = run_tool('tools/train.py', DEMO_CONFIG, '--work-dir', work_dir, '--resume',
-                         *tiny_run_options(shapes_root, 2))
+    process = run_tool('tools/train.py', DEMO_CONFIG, '--work-dir', work_dir, '--resume',
+                       *tiny_run_options(shapes_root, 2))
+    code, log = process.returncode, process.stdout + process.stderr
     assert code == 0, log[-3000:]
     assert 'resumed epoch: 1, iter: 2' in log
     assert 'Epoch(train) [1]' not in log and re.search(r'Epoch\(train\) \[2\]\[2/2\]', log)
@@ -135,8 +131,9 @@ def test_train_resume_test(shapes_root, tmp_path):
     adamw_steps = {float(state['step']) for state in checkpoint['optimizer']['state'].values()}
     assert adamw_steps == {4.0}  # two iterations before the resume, two after
 
-    code, log = run_tool('tools/test.py', DEMO_CONFIG, os.path.join(work_dir, 'epoch_2.pth'),
-                         '--work-dir', work_dir, '--cfg-options', f'data_root={shapes_root}')
+    process = run_tool('tools/test.py', DEMO_CONFIG, os.path.join(work_dir, 'epoch_2.pth'),
+                       '--work-dir', work_dir, '--cfg-options', f'data_root={shapes_root}')
+    code, log = process.returncode, process.stdout + process.stderr
     assert code == 0, log[-3000:]
     assert re.search(r'coco/bbox_mAP: [0-9.]+', log) and re.search(r'coco/segm_mAP: [0-9.]+', log)
 
@@ -154,12 +151,14 @@ def test_two_process_cpu_ddp_with_cp(shapes_root, tmp_path):
 
 
 def test_missing_coco_stops_with_a_clear_message(tmp_path):
-    code, log = run_tool(os.path.join(REPO, 'tools/train.py'), os.path.join(REPO, 'configs/mask_rcnn_lavit_s_coco.py'),
-                         cwd=str(tmp_path))
+    process = run_tool(os.path.join(REPO, 'tools/train.py'), os.path.join(REPO, 'configs/mask_rcnn_lavit_s_coco.py'),
+                       cwd=str(tmp_path))
+    code, log = process.returncode, process.stdout + process.stderr
     assert code != 0
     assert 'CocoDataset data not found: data/coco/annotations/instances_train2017.json does not exist' in log
     assert '--cfg-options data_root=' in log and 'Traceback' not in log
 
-    code, log = run_tool('tools/train.py', 'configs/mask_rcnn_lavit_s_coco.py', '--cfg-options',
-                         f'data_root={tmp_path}/elsewhere/')
+    process = run_tool('tools/train.py', 'configs/mask_rcnn_lavit_s_coco.py', '--cfg-options',
+                       f'data_root={tmp_path}/elsewhere/')
+    code, log = process.returncode, process.stdout + process.stderr
     assert code != 0 and f'{tmp_path}/elsewhere/annotations/instances_train2017.json does not exist' in log

@@ -2,25 +2,18 @@
 import json
 import math
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 
+from tool_runner import REPO, run_tool
+
 from mmlavit import LaViT
 from mmlavit.demo_data import SHAPE_CLASSES, make_imagenet_shapes
 
-REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = 'configs/demo/lavit_t_shapes_imagenet.py'
-
-
-def run_tool(*args):
-    """Runs a tool of tools/ from the repository root; returns the process with stdout and stderr."""
-    return subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True)
 
 
 def build_model(config, scope, **backbone_overrides):

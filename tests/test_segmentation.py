@@ -1,9 +1,6 @@
 """UperNet with LaViT in mmseg: the shipped configs, loss_dp, both test modes, tools/train.py and tools/test.py."""
 import math
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,10 +11,11 @@ from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
+from tool_runner import REPO, run_tool
+
 from mmlavit import attach_dp_loss
 from mmlavit.demo_data import ADE_SHAPES_CLASSES, make_ade_shapes
 
-REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = 'configs/demo/upernet_lavit_t_shapes_ade.py'
 # A user's own mmseg config: only the backbone swapped (heads' in_channels to match) plus
 # custom_imports and the one documented line, the DPLossHook.
@@ -30,11 +28,6 @@ model = dict(
     auxiliary_head=dict(in_channels=320))
 custom_hooks = [dict(type='mmlavit.DPLossHook')]
 """
-
-
-def run_tool(*args):
-    """Runs a tool of tools/ from the repository root; returns the process with stdout and stderr."""
-    return subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True)
 
 
 def build_segmentor(config):
