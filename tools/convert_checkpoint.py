@@ -12,13 +12,13 @@ import argparse
 import os
 import os.path as osp
 import sys
-from collections import OrderedDict
 
 import torch
 from mmengine.runner.checkpoint import CheckpointLoader
 
 import mmlavit  # noqa: F401  registers the loader of mmengine-written checkpoints
 from mmlavit import LaViT
+from mmlavit.utils import strip_prefix, weights_of
 
 
 def parse_args():
@@ -27,14 +27,6 @@ def parse_args():
     parser.add_argument('dst', help='where to write the backbone-only checkpoint')
     parser.add_argument('--prefix', default='backbone.', help='the backbone\'s key prefix in src')
     return parser.parse_args()
-
-
-def split_backbone(state_dict: dict, prefix: str):
-    """Splits a state dict into the backbone's weights (prefix stripped) and the other keys."""
-    kept = OrderedDict((key[len(prefix):], value) for key, value in state_dict.items()
-                       if key.startswith(prefix))
-    dropped = [key for key in state_dict if not key.startswith(prefix)]
-    return kept, dropped
 
 
 def matching_arch(state_dict: dict):
@@ -57,9 +49,9 @@ def main():
     args = parse_args()
     prefix = args.prefix if args.prefix.endswith('.') else args.prefix + '.'
     checkpoint = CheckpointLoader.load_checkpoint(args.src, map_location='cpu')
-    entry = next((key for key in ('state_dict', 'model') if key in checkpoint), None)
-    state_dict = checkpoint[entry] if entry else checkpoint
-    kept, dropped = split_backbone(state_dict, prefix)
+    state_dict = weights_of(checkpoint)
+    kept = strip_prefix(state_dict, prefix)
+    dropped = [key for key in state_dict if not key.startswith(prefix)]
     if not kept:
         sys.exit(f'error: no key of {args.src} starts with {prefix!r} (its keys start with e.g. '
                  f'{summarise(list(state_dict), 3)}); name the backbone\'s prefix with --prefix')
@@ -69,7 +61,8 @@ def main():
     print(f'  matches LaViT arch={arch!r} exactly' if arch else
           '  matches no shipped LaViT arch exactly (a custom arch, or a different attn_residual)')
     print(f'dropped {len(dropped)} other weights: {summarise(dropped) or "none"}')
-    other_entries = sorted(set(checkpoint) - {entry}) if entry else []
+    other_entries = [] if state_dict is checkpoint else sorted(
+        key for key, value in checkpoint.items() if value is not state_dict)
     print(f'dropped checkpoint entries: {", ".join(other_entries) or "none"}')
     os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
     torch.save(dict(state_dict=kept, meta=dict(source=osp.abspath(args.src), prefix=prefix, arch=arch)),

@@ -36,6 +36,19 @@ def _common_prefixes(keys, depth=2):
     return list(prefixes)[:5]
 
 
+def weights_of(checkpoint: dict) -> dict:
+    """The state dict of a checkpoint: its ``state_dict`` or ``model`` entry, or the checkpoint itself."""
+    for entry in ('state_dict', 'model'):
+        if entry in checkpoint:
+            return checkpoint[entry]
+    return checkpoint
+
+
+def strip_prefix(state_dict: dict, prefix: str) -> OrderedDict:
+    """The entries whose key starts with ``prefix`` (ending in '.'), with the prefix removed."""
+    return OrderedDict((key[len(prefix):], value) for key, value in state_dict.items() if key.startswith(prefix))
+
+
 def load_backbone_state_dict(init_cfg: dict, module: torch.nn.Module) -> dict:
     """Reads the backbone weights a ``Pretrained`` init_cfg points to.
 
@@ -61,18 +74,12 @@ def load_backbone_state_dict(init_cfg: dict, module: torch.nn.Module) -> dict:
             f'the pretrained checkpoint {path} named in {type(module).__name__}\'s init_cfg does not '
             f'exist. Fix the path (e.g. --cfg-options model.backbone.init_cfg.checkpoint=PATH) or '
             f'remove init_cfg to train from scratch.')
-    checkpoint = CheckpointLoader.load_checkpoint(path, map_location='cpu')
-    state_dict = checkpoint
-    for entry in ('state_dict', 'model'):
-        if isinstance(checkpoint, dict) and entry in checkpoint:
-            state_dict = checkpoint[entry]
-            break
+    state_dict = weights_of(CheckpointLoader.load_checkpoint(path, map_location='cpu'))
     own_keys = set(module.state_dict())
     prefix = init_cfg.get('prefix')
     if prefix:
         prefix = prefix if prefix.endswith('.') else prefix + '.'
-        stripped = {key[len(prefix):]: value for key, value in state_dict.items()
-                    if key.startswith(prefix)}
+        stripped = strip_prefix(state_dict, prefix)
         # A backbone-only checkpoint (tools/convert_checkpoint.py) has no prefix to strip.
         if not stripped and not own_keys.intersection(state_dict):
             raise ValueError(
