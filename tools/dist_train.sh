@@ -1,15 +1,6 @@
 #!/usr/bin/env bash
 # Distributed training with torchrun: tools/dist_train.sh CONFIG GPUS [train.py options]
 # Multi-node: NNODES=2 NODE_RANK=0|1 MASTER_ADDR=host0 tools/dist_train.sh CONFIG GPUS_PER_NODE ...
-# PYTHON picks the interpreter (default: python). On a machine without CUDA each process trains on CPU with the gloo backend.
-CONFIG=$1
-GPUS=$2
-NNODES=${NNODES:-1}
-NODE_RANK=${NODE_RANK:-0}
-PORT=${PORT:-29500}
-MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
-
-PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
-"${PYTHON:-python}" -m torch.distributed.run --nnodes="$NNODES" --node_rank="$NODE_RANK" --master_addr="$MASTER_ADDR" \
-    --nproc_per_node="$GPUS" --master_port="$PORT" \
-    "$(dirname "$0")/train.py" "$CONFIG" --launcher pytorch "${@:3}"
+# PYTHON picks the interpreter (default: python). On a machine without CUDA each process trains on
+# CPU with the gloo backend.
+exec bash "$(dirname "$0")/dist_launch.sh" "$2" "$(dirname "$0")/train.py" "$1" --launcher pytorch "${@:3}"
