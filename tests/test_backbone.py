@@ -119,6 +119,45 @@ def test_la_layers_have_no_query_or_key_projection():
             assert module.query.out_features == module.embed_dims
 
 
+def run_attention(attn, x, prev, fold, monkeypatch):
+    """Outputs and input/parameter gradients of one attention module, folded or not."""
+    monkeypatch.setattr(attn, 'folds_projections', lambda num_queries: fold)
+    attn.zero_grad()
+    x = x.clone().requires_grad_()
+    outs = attn(x, prev)
+    weights = torch.Generator().manual_seed(1)
+    sum((out * torch.randn(out.shape, generator=weights)).sum() for out in outs).backward()
+    grads = [x.grad] + [param.grad.clone() for param in attn.parameters()]
+    return [out.detach() for out in outs], grads
+
+
+@pytest.mark.parametrize('attn_type', [VanillaAttention, LessAttention])
+def test_folded_projections_match_the_plain_ones(attn_type, monkeypatch):
+    torch.manual_seed(0)
+    attn = attn_type(embed_dims=64, num_heads=4, pool_size=3)
+    with torch.no_grad():
+        for param in attn.parameters():
+            param.normal_(std=0.2)
+    x, prev = torch.randn(2, 9, 11, 64), torch.randn(2, 4, 9, 99)
+    folded_outs, folded_grads = run_attention(attn, x, prev, True, monkeypatch)
+    plain_outs, plain_grads = run_attention(attn, x, prev, False, monkeypatch)
+    for folded, plain in zip(folded_outs + folded_grads, plain_outs + plain_grads):
+        assert folded.abs().sum() > 0
+        torch.testing.assert_close(folded, plain, rtol=1e-4, atol=1e-5)
+
+
+def test_projections_fold_where_that_costs_fewer_flops():
+    model = LaViT(arch='s')
+    stage_attns = [stage.layers[0].attn for stage in model.stages]
+    # Folding pays from N > K C / (C - (h - 1) K): 49, 79, 126 and 148 queries per stage.
+    for attn, threshold in zip(stage_attns, (49, 79, 126, 148)):
+        assert not attn.folds_projections(threshold) and attn.folds_projections(threshold + 1)
+    # 224x224 stage 4 (7x7 queries) keeps the plain projections; every stage at 800x1333 folds.
+    assert not stage_attns[3].folds_projections(49)
+    assert all(attn.folds_projections(-(-800 // stride) * -(-1333 // stride))
+               for attn, stride in zip(stage_attns, STRIDES))
+
+
 def test_attention_residual_shapes_and_gradient_at_odd_sizes():
     model = LaViT(arch='t', drop_path_rate=0.).train()
     records = record_scores(model)

@@ -112,6 +112,7 @@ class PooledAttention(BaseModule):
         self.num_heads = num_heads
         self.head_dims = embed_dims // num_heads
         self.pool_size = pool_size
+        self.num_cells = pool_size ** 2
         self.cells = PooledCells(embed_dims, pool_size, norm_cfg, act_cfg)
         self.cell_proj = nn.Linear(embed_dims, embed_dims * self.cell_projections)
         self.attn_drop = nn.Dropout(attn_drop_rate)
@@ -124,6 +125,20 @@ class PooledAttention(BaseModule):
         batch, num_cells, _ = cells.shape
         return cells.view(batch, num_cells, self.cell_projections, self.num_heads,
                           self.head_dims).permute(2, 0, 3, 1, 4)
+
+    def folds_projections(self, num_queries: int) -> bool:
+        """Whether the token-side projections are cheaper folded into the K cells.
+
+        A projection W (C x C) applied to N tokens costs N C^2 multiply-adds.
+        Folded into the pooled cells (per head K_h W_h, then one product of the
+        tokens with h K rows of C) it costs K C^2 + N h K C instead of
+        N C^2 + N K C; that is fewer whenever N (C - (h - 1) K) > K C. LaViT's
+        four stages need N > 49, 79, 126 and 148 queries: at 800x1333 they have
+        67k, 17k, 4k and 1k; at 224x224 all but stage 4 (49) fold. The output
+        is the same up to rounding either way.
+        """
+        spare = self.embed_dims - (self.num_heads - 1) * self.num_cells
+        return num_queries * spare > self.num_cells * self.embed_dims
 
     def attend(self, scores: Tensor, value: Tensor, hw: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
         """Softmax over the keys, aggregation of the values, output projection.
@@ -138,9 +153,20 @@ class PooledAttention(BaseModule):
             attention probabilities (B, heads, K, N).
         """
         attn = scores.softmax(dim=-2)
-        out = torch.matmul(self.attn_drop(attn).transpose(-2, -1), value)
-        out = out.transpose(1, 2).reshape(value.shape[0], *hw, self.embed_dims)
-        return self.proj_drop(self.proj(out)), attn
+        batch, heads, num_cells, num_queries = attn.shape
+        kept = self.attn_drop(attn)
+        if self.folds_projections(num_queries):
+            # proj(concat_h P_h^T V_h) = sum_h P_h^T (V_h W_h^T) + b, with W_h the head's columns
+            # of proj: one (N, h K) x (h K, C) product that reads the scores through a transposed
+            # view and writes channels-last tokens, with no (B, h, N, d) intermediate.
+            proj_weight = self.proj.weight.view(self.embed_dims, heads, self.head_dims).permute(1, 2, 0)
+            value = torch.matmul(value, proj_weight).view(batch, heads * num_cells, self.embed_dims)
+            kept = kept.view(batch, heads * num_cells, num_queries).transpose(1, 2)
+            out = torch.baddbmm(self.proj.bias, kept, value)
+        else:
+            out = torch.matmul(kept.transpose(-2, -1), value)
+            out = self.proj(out.transpose(1, 2).reshape(batch, num_queries, self.embed_dims))
+        return self.proj_drop(out.view(batch, *hw, self.embed_dims)), attn
 
 
 class VanillaAttention(PooledAttention):
@@ -162,10 +188,25 @@ class VanillaAttention(PooledAttention):
         self.scale = self.head_dims ** -0.5
 
     def forward(self, x: Tensor, bias: Optional[Tensor] = None):
-        batch, height, width, _ = x.shape
+        batch, height, width, channels = x.shape
+        num_queries = height * width
         key, value = self.project_cells(x)
-        query = self.query(x).view(batch, height * width, self.num_heads, self.head_dims)
-        scores = torch.matmul(key * self.scale, query.permute(0, 2, 3, 1))
+        key = key * self.scale
+        tokens = x.reshape(batch, num_queries, channels)
+        if self.folds_projections(num_queries):
+            # K_h (x W_h^T + b_h)^T = (K_h W_h) x^T + K_h b_h: one (h K, C) x (C, N) product
+            # that writes the scores straight into the (B, h, K, N) layout.
+            query_weight = self.query.weight.view(self.num_heads, self.head_dims, channels)
+            folded_key = torch.matmul(key, query_weight).view(batch, -1, channels)
+            if self.query.bias is None:
+                scores = torch.bmm(folded_key, tokens.transpose(1, 2))
+            else:
+                offset = torch.matmul(key, self.query.bias.view(self.num_heads, self.head_dims, 1))
+                scores = torch.baddbmm(offset.view(batch, -1, 1), folded_key, tokens.transpose(1, 2))
+            scores = scores.view(batch, self.num_heads, -1, num_queries)
+        else:
+            query = self.query(tokens).view(batch, num_queries, self.num_heads, self.head_dims)
+            scores = torch.matmul(key, query.permute(0, 2, 3, 1))
         if bias is not None:
             scores = scores + bias
         out, attn = self.attend(scores, value, (height, width))
@@ -194,9 +235,8 @@ class LessAttention(PooledAttention):
         super().__init__(embed_dims, num_heads, pool_size, **kwargs)
         if la_kernel % 2 != 1:
             raise ValueError(f'la_kernel must be odd so that Psi is centred, got {la_kernel}')
-        num_cells = pool_size ** 2
-        self.theta_weight = nn.Parameter(torch.empty(num_cells, num_cells))
-        self.theta_bias = nn.Parameter(torch.empty(num_cells))
+        self.theta_weight = nn.Parameter(torch.empty(self.num_cells, self.num_cells))
+        self.theta_bias = nn.Parameter(torch.empty(self.num_cells))
         self.psi_weight = nn.Parameter(torch.empty(num_heads, 1, la_kernel, la_kernel))
         self.init_identity()
 
@@ -211,8 +251,12 @@ class LessAttention(PooledAttention):
 
     def transform_scores(self, prev_scores: Tensor, hw: Tuple[int, int]) -> Tensor:
         """Theta over the key axis, then Psi over the query grid, (B, heads, K, N) -> same."""
-        scores = torch.matmul(self.theta_weight, prev_scores) + self.theta_bias[:, None]
-        return per_head_depthwise_conv(scores, self.psi_weight, hw,
+        batch, heads, num_cells, num_queries = prev_scores.shape
+        # A batched product with the bias fused: matmul with the 2-D Theta first would read the
+        # scores through a transposed copy and add the bias in another pass.
+        scores = torch.baddbmm(self.theta_bias[:, None], self.theta_weight.expand(batch * heads, -1, -1),
+                               prev_scores.reshape(batch * heads, num_cells, num_queries))
+        return per_head_depthwise_conv(scores.view_as(prev_scores), self.psi_weight, hw,
                                        padding=self.psi_weight.shape[-1] // 2)[0]
 
     def forward(self, x: Tensor, prev_scores: Tensor):
@@ -252,5 +296,8 @@ class AttentionResidual(BaseModule):
     def forward(self, scores: Tensor, hw: Tuple[int, int]) -> Tensor:
         scores, _ = per_head_depthwise_conv(scores, self.downsample_weight, hw, stride=2)
         batch, in_heads, num_cells, num_queries = scores.shape
-        mixed = torch.matmul(self.head_mix, scores.reshape(batch, in_heads, -1))
-        return (self.gamma[:, None] * mixed).view(batch, -1, num_cells, num_queries)
+        # LayerScale folded into the head mix, as one batched product: no transposed copy of the
+        # scores and no extra pass over the result.
+        scaled_mix = (self.gamma[:, None] * self.head_mix).expand(batch, -1, -1)
+        mixed = torch.bmm(scaled_mix, scores.reshape(batch, in_heads, -1))
+        return mixed.view(batch, -1, num_cells, num_queries)
