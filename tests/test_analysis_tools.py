@@ -97,3 +97,25 @@ def test_multihead_capture_gives_per_head_probabilities(tools_on_path):
         for attn in maps:
             torch.testing.assert_close(attn.sum(-1), torch.ones(attn.shape[:-1]))
     assert analyze_attention.consecutive_similarity([stages[0][0]] * 3) == pytest.approx([1.0, 1.0])
+
+
+@pytest.mark.parametrize('less_attention', [False, True])
+def test_flop_count_includes_every_attention_product(tools_on_path, less_attention):
+    from get_flops import count_flops
+
+    from mmlavit.models.attention import LessAttention, VanillaAttention
+
+    channels, heads, cells = 64, 2, 9
+    attn = (LessAttention if less_attention else VanillaAttention)(channels, heads, pool_size=3).eval()
+
+    def flops(side):
+        inputs = (torch.rand(1, side, side, channels), torch.rand(1, heads, cells, side * side))
+        with torch.no_grad():
+            return count_flops(attn, inputs).total()
+
+    # Per query: the value product with the output projection folded in (h K C), the pooling
+    # (C), and either the query-key product (h K C) or Theta (h K^2) and Psi (h K 3^2).
+    per_query = heads * cells * channels + channels
+    per_query += heads * cells * (cells + 9) if less_attention else heads * cells * channels
+    assert attn.folds_projections(8 * 8)
+    assert flops(16) - flops(8) == per_query * (16 * 16 - 8 * 8)

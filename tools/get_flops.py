@@ -1,9 +1,10 @@
 """Params and FLOPs of LaViT-T/S/B beside mmdet's PVTv2-b1/b2 and Swin-T and mmseg's MiT-b1/b2.
 
 FLOPs come from mmengine's FlopAnalyzer (fvcore's jit-traced counter: one
-multiply-add counts as one FLOP; matmul/bmm/einsum, so the attention products,
-and convolutions and linear layers are counted; element-wise ops, norms,
-softmax and pooling are not and are listed). Backbone only, batch 1, eval mode.
+multiply-add counts as one FLOP; matmul/bmm/baddbmm/einsum, so the attention
+products, and convolutions and linear layers are counted; element-wise ops,
+norms, softmax and pooling are not and are listed). Backbone only, batch 1,
+eval mode.
 
     python tools/get_flops.py                      # 224x224, all models
     python tools/get_flops.py --shape 800 1333 --models lavit-s pvtv2-b2
@@ -14,6 +15,7 @@ import warnings
 import torch
 from mmdet.registry import MODELS
 from mmengine.analysis import FlopAnalyzer, parameter_count
+from mmengine.analysis.jit_handles import bmm_flop_jit
 
 import mmlavit  # noqa: F401
 
@@ -41,14 +43,28 @@ def build_backbone(name):
     return model
 
 
+def baddbmm_flop_jit(inputs, outputs):
+    """baddbmm(bias, batch1, batch2): the batch1 @ batch2 product, counted as bmm counts it.
+
+    mmengine has no handle for it, and LaViT's attention runs its products as
+    baddbmm (bias fused): uncounted, they would vanish from the total.
+    """
+    return bmm_flop_jit(inputs[1:3], outputs)
+
+
+def count_flops(model, inputs):
+    """A FlopAnalyzer over ``model`` that also counts baddbmm, its warnings off."""
+    analyzer = FlopAnalyzer(model, inputs).set_op_handle('aten::baddbmm', baddbmm_flop_jit)
+    return analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+
+
 def measure(name, shape):
     """Returns (params in M, GFLOPs, uncounted op names) of one backbone."""
     model = build_backbone(name)
     params = parameter_count(model)[''] / 1e6
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        analyzer = FlopAnalyzer(model, (torch.rand(1, 3, *shape), ))
-        analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        analyzer = count_flops(model, (torch.rand(1, 3, *shape), ))
         flops = analyzer.total() / 1e9
         uncounted = sorted(analyzer.unsupported_ops())
     return params, flops, uncounted
