@@ -131,10 +131,11 @@ def run_attention(attn, x, prev, fold, monkeypatch):
     return [out.detach() for out in outs], grads
 
 
-@pytest.mark.parametrize('attn_type', [VanillaAttention, LessAttention])
-def test_folded_projections_match_the_plain_ones(attn_type, monkeypatch):
+@pytest.mark.parametrize('attn_type,kwargs', [(VanillaAttention, {}), (VanillaAttention, dict(qkv_bias=False)),
+                                              (LessAttention, {})])
+def test_folded_projections_match_the_plain_ones(attn_type, kwargs, monkeypatch):
     torch.manual_seed(0)
-    attn = attn_type(embed_dims=64, num_heads=4, pool_size=3)
+    attn = attn_type(embed_dims=64, num_heads=4, pool_size=3, **kwargs)
     with torch.no_grad():
         for param in attn.parameters():
             param.normal_(std=0.2)
