@@ -1,16 +1,17 @@
 """Smoke tests of tools/benchmark.py and tools/analyze_attention.py: real models, tiny sizes."""
 import json
 import os
-import sys
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from tool_runner import REPO, run_tool
-
-from mmlavit.demo_data import draw_shapes
+from mmlavit.cli import attention_analysis
+from mmlavit.cli.demo_data import draw_shapes
+from mmlavit.cli.flops import build_backbone, count_flops
+from mmlavit.cli.tool_process import run_tool
+from mmlavit.models.attention import LessAttention, VanillaAttention
 
 DEMO_CONFIG = 'configs/demo/mask_rcnn_lavit_t_shapes.py'
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
@@ -22,13 +23,6 @@ def assert_png(path):
     with open(path, 'rb') as png:
         assert png.read(8) == PNG_SIGNATURE
     assert path.stat().st_size > 5000, f'{path} looks empty'
-
-
-@pytest.fixture(scope='module')
-def tools_on_path():
-    sys.path.insert(0, os.path.join(REPO, 'tools'))
-    yield
-    sys.path.remove(os.path.join(REPO, 'tools'))
 
 
 def test_benchmark_measures_and_writes(tmp_path):
@@ -84,11 +78,8 @@ def test_analyze_attention_pictures_and_saturation(tmp_path):
     assert all(0 < value <= 1 + 1e-6 for value in values) and min(values) < 0.999
 
 
-def test_multihead_capture_gives_per_head_probabilities(tools_on_path):
-    import analyze_attention
-    from get_flops import build_backbone
-
-    stages = analyze_attention.capture_multihead(build_backbone('pvtv2-b1'), torch.rand(1, 3, 64, 64))
+def test_multihead_capture_gives_per_head_probabilities():
+    stages = attention_analysis.capture_multihead(build_backbone('pvtv2-b1'), torch.rand(1, 3, 64, 64))
     # PVTv2-b1: 2 layers per stage, heads 1/2/5/8, queries (64/4)^2 ..., keys reduced by sr 8/4/2/1.
     assert [[tuple(attn.shape) for attn in maps] for maps in stages] == [
         [(1, heads, side**2, (side // sr)**2)] * 2
@@ -96,15 +87,11 @@ def test_multihead_capture_gives_per_head_probabilities(tools_on_path):
     for maps in stages:
         for attn in maps:
             torch.testing.assert_close(attn.sum(-1), torch.ones(attn.shape[:-1]))
-    assert analyze_attention.consecutive_similarity([stages[0][0]] * 3) == pytest.approx([1.0, 1.0])
+    assert attention_analysis.consecutive_similarity([stages[0][0]] * 3) == pytest.approx([1.0, 1.0])
 
 
 @pytest.mark.parametrize('less_attention', [False, True])
-def test_flop_count_includes_every_attention_product(tools_on_path, less_attention):
-    from get_flops import count_flops
-
-    from mmlavit.models.attention import LessAttention, VanillaAttention
-
+def test_flop_count_includes_every_attention_product(less_attention):
     channels, heads, cells = 64, 2, 9
     attn = (LessAttention if less_attention else VanillaAttention)(channels, heads, pool_size=3).eval()
 

@@ -13,8 +13,8 @@ from mmengine.config import Config
 from mmengine.registry import HOOKS, init_default_scope
 
 import mmlavit
-from mmlavit.demo_data import make_coco_shapes
-from tool_runner import REPO, run_tool
+from mmlavit.cli.demo_data import make_coco_shapes
+from mmlavit.cli.tool_process import REPO, run_tool
 
 DEMO_CONFIG = 'configs/demo/mask_rcnn_lavit_t_shapes.py'
 

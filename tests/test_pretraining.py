@@ -8,10 +8,10 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 
-from tool_runner import REPO, run_tool
+from mmlavit.cli.tool_process import REPO, run_tool
 
 from mmlavit import LaViT
-from mmlavit.demo_data import SHAPE_CLASSES, make_imagenet_shapes
+from mmlavit.cli.demo_data import SHAPE_CLASSES, make_imagenet_shapes
 
 DEMO_CONFIG = 'configs/demo/lavit_t_shapes_imagenet.py'
 

@@ -10,9 +10,8 @@ import os.path as osp
 import re
 import time
 
-from demo_common import REPO, run_tool, train_once
-
-from mmlavit.demo_data import make_coco_shapes
+from mmlavit.cli.demo_data import make_coco_shapes
+from mmlavit.cli.tool_process import REPO, run_tool_or_exit, train_once
 
 CONFIG = 'configs/demo/mask_rcnn_lavit_t_shapes.py'
 DATA = 'data/shapes_coco'
@@ -27,10 +26,10 @@ def main():
         print(f'generated the shapes dataset in {DATA}')
     checkpoint = train_once(CONFIG, WORK_DIR)
     train_minutes = (time.time() - start) / 60
-    output = run_tool('tools/test.py', CONFIG, checkpoint, '--work-dir', WORK_DIR)
+    output = run_tool_or_exit('tools/test.py', CONFIG, checkpoint, '--work-dir', WORK_DIR)
     metrics = dict(re.findall(r'coco/(bbox_mAP|segm_mAP): ([0-9.]+)', output))
     picture = osp.join(DATA, 'val2017', '000001.jpg')
-    run_tool('tools/infer.py', picture, CONFIG, checkpoint, '--out', OUT_DIR)
+    run_tool_or_exit('tools/infer.py', picture, CONFIG, checkpoint, '--out', OUT_DIR)
     print('\n==== mmlavit demo ====')
     print(f'data:        {DATA} (COCO format, 3 classes)')
     print(f'config:      {CONFIG}')

@@ -10,10 +10,10 @@ import re
 import sys
 import time
 
-from demo_common import REPO, run_tool, train_once
 from mmengine.config import Config
 
-from mmlavit.demo_data import make_ade_shapes
+from mmlavit.cli.demo_data import make_ade_shapes
+from mmlavit.cli.tool_process import REPO, run_tool_or_exit, train_once
 
 CONFIG = 'configs/demo/upernet_lavit_t_shapes_ade.py'
 WORK_DIR = 'work_dirs/upernet_lavit_t_shapes_ade'
@@ -45,7 +45,7 @@ def main():
     data_root = Config.fromfile(osp.join(REPO, CONFIG)).data_root
     ensure_data(data_root)
     checkpoint = train_once(CONFIG, WORK_DIR)
-    test_output = run_tool('tools/test.py', CONFIG, checkpoint, '--work-dir', WORK_DIR)
+    test_output = run_tool_or_exit('tools/test.py', CONFIG, checkpoint, '--work-dir', WORK_DIR)
     metrics = parse_metrics(test_output)
     minutes = (time.time() - start) / 60
     print('UperNet LaViT-T on the generated shapes (validation split): ' +

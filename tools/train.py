@@ -7,7 +7,7 @@ import argparse
 import sys
 
 import mmlavit  # noqa: F401  registers LaViT, DPLossHook and the checkpoint loader
-from mmlavit.utils import DatasetNotFoundError, build_runner, load_config, parse_runner_args
+from mmlavit.cli.runner import DatasetNotFoundError, build_runner, load_config, parse_runner_args
 
 
 def parse_args():

@@ -1,5 +1,5 @@
 # ImageNet-style pretraining of LaViT-T on CPU on the generated shapes set
-# (mmlavit.demo_data.make_imagenet_shapes: 72x72 images of one circle, square or triangle in the ImageNet
+# (mmlavit.cli.demo_data.make_imagenet_shapes: 72x72 images of one circle, square or triangle in the ImageNet
 # folder layout). The recipe is configs/lavit_t_imagenet.py's (AdamW, cosine with warm-up, Mixup/CutMix,
 # label smoothing, loss_dp); only what small images and a short run need is cut: 64x64 crops without
 # RandAugment and random erasing, batch size, epochs. Its checkpoints initialise the backbones of the

@@ -1,5 +1,5 @@
 # `make demo`: Mask R-CNN (FPN) with LaViT-T, trained from scratch on CPU on the generated shapes set
-# (mmlavit.demo_data.make_coco_shapes: 128x128 images, circles/squares/triangles, COCO format).
+# (mmlavit.cli.demo_data.make_coco_shapes: 128x128 images, circles/squares/triangles, COCO format).
 # Only what small images with few objects do not need is cut: image size, proposal counts,
 # RoI samples and FPN width.
 _base_ = '../mask_rcnn_lavit_t_coco.py'

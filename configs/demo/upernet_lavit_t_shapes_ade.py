@@ -1,5 +1,5 @@
 # `make demo-seg`: UperNet with LaViT-T, trained from scratch on CPU on the generated shapes set
-# (mmlavit.demo_data.make_ade_shapes: 120x120 images in the ADEChallengeData2016 layout; annotation 0,
+# (mmlavit.cli.demo_data.make_ade_shapes: 120x120 images in the ADEChallengeData2016 layout; annotation 0,
 # the shapes' outlines, is "other" and ignored as in ADE20K; classes background/circle/square/triangle).
 # Only what small images need is cut: crop size, head widths, iterations; training from scratch this
 # briefly needs a higher learning rate. Seeded, so that `make demo-seg` repeats its figures.

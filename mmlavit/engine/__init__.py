@@ -1,3 +1,3 @@
-from .dp_loss import DPLossHook, attach_dp_loss
+from .dp_loss_hook import DPLossHook, attach_dp_loss
 
 __all__ = ['DPLossHook', 'attach_dp_loss']

@@ -1,8 +1,8 @@
-"""Attention blocks of LaViT (DESIGN.md Sections 1-3).
+"""Attention blocks of LaViT (docs/design.md: the pooled key grid, VA and LA layers, the attention residual).
 
 All of them keep attention scores in the layout (B, heads, K, N): K pooled key
 cells by N query tokens. In that layout the LA transforms, the softmax over the
-keys and the attention residual act without a permute (DESIGN.md Section 8).
+keys and the attention residual act without a permute (docs/design.md, "Layout").
 Tokens are channels-last maps (B, H, W, C) throughout.
 """
 from typing import Optional, Tuple
@@ -14,17 +14,7 @@ from mmcv.cnn import build_activation_layer, build_norm_layer
 from mmengine.model import BaseModule
 from torch import Tensor
 
-
-def pad_to_even(maps: Tensor) -> Tensor:
-    """Zero-pads an NCHW tensor at the bottom and right to an even height and width.
-
-    Shared by the token downsampling and the attention residual, so that their
-    grids always match.
-    """
-    height, width = maps.shape[-2:]
-    if height % 2 == 0 and width % 2 == 0:
-        return maps
-    return F.pad(maps, (0, width % 2, 0, height % 2))
+from .grid import adaptive_avg_pool, pad_to_multiple
 
 
 def per_head_depthwise_conv(scores: Tensor, weight: Tensor, hw: Tuple[int, int],
@@ -46,8 +36,9 @@ def per_head_depthwise_conv(scores: Tensor, weight: Tensor, hw: Tuple[int, int],
     """
     batch, heads, num_cells, _ = scores.shape
     maps = scores.reshape(batch, heads * num_cells, *hw)
-    if stride == 2:
-        maps = pad_to_even(maps)
+    if stride > 1:
+        # The same padding as the token downsampling, so that the two grids always match.
+        maps = pad_to_multiple(maps, stride)
     filters = weight.repeat_interleave(num_cells, dim=0)
     maps = F.conv2d(maps, filters, stride=stride, padding=padding, groups=heads * num_cells)
     return maps.flatten(2).view(batch, heads, num_cells, -1), tuple(maps.shape[-2:])
@@ -81,7 +72,7 @@ class PooledCells(BaseModule):
 
     def forward(self, x: Tensor) -> Tensor:
         # The NCHW view of channels-last tokens pools without a copy.
-        cells = F.adaptive_avg_pool2d(x.permute(0, 3, 1, 2), self.pool_size)
+        cells = adaptive_avg_pool(x.permute(0, 3, 1, 2), self.pool_size)
         cells = cells.permute(0, 2, 3, 1).flatten(1, 2)
         return self.act(self.norm(self.proj(cells)))
 

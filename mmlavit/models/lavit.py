@@ -5,7 +5,6 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks.drop import build_dropout
@@ -18,8 +17,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmlavit.registry import MODELS
 from mmlavit.utils import load_backbone_state_dict
-from .attention import AttentionResidual, LessAttention, VanillaAttention, pad_to_even
-from .dp_loss import layer_dp_loss
+from .attention import AttentionResidual, LessAttention, PooledCells, VanillaAttention
+from .diagonality import layer_dp_loss
+from .grid import pad_to_multiple
 from .mixffn import MixFFN
 
 
@@ -109,18 +109,19 @@ class Downsample(BaseModule):
         x (B, C_in, H, W) NCHW -> (B, ceil(H/k), ceil(W/k), embed_dims) channels-last.
     """
 
-    def __init__(self, in_channels, embed_dims, stride, norm_cfg=dict(type='LN'), init_cfg=None):
+    def __init__(self, in_channels, embed_dims, stride, norm_cfg=dict(type='LN'), kernel_size=None,
+                 init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         self.stride = stride
-        self.proj = nn.Conv2d(in_channels, embed_dims, stride, stride=stride)
+        kernel_size = kernel_size or stride
+        self.overlapping = kernel_size > stride
+        self.proj = nn.Conv2d(in_channels, embed_dims, kernel_size, stride=stride,
+                              padding=kernel_size // 2 if self.overlapping else 0)
         self.norm = build_norm_layer(norm_cfg, embed_dims)[1]
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.stride == 2:
-            x = pad_to_even(x)
-        else:
-            height, width = x.shape[-2:]
-            x = F.pad(x, (0, -width % self.stride, 0, -height % self.stride))
+        if not self.overlapping:
+            x = pad_to_multiple(x, self.stride)
         return self.norm(self.proj(x).permute(0, 2, 3, 1))
 
 
@@ -150,13 +151,14 @@ class LaViTStage(BaseModule):
     """
 
     def __init__(self, in_channels, embed_dims, num_heads, depth, va_layers, mlp_ratio,
-                 downsample_stride, residual_heads, layer_kwargs, drop_path_rates,
+                 downsample_stride, residual_heads, layer_kwargs, drop_path_rates, downsample_kernel=None,
                  ar_layer_scale_init=0.1, norm_cfg=dict(type='LN'), init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         if not 1 <= va_layers <= depth:
             raise ValueError(f'a stage needs 1 <= va_layers <= depth, got va_layers={va_layers}, '
                              f'depth={depth}')
-        self.downsample = Downsample(in_channels, embed_dims, downsample_stride, norm_cfg)
+        self.downsample = Downsample(in_channels, embed_dims, downsample_stride, norm_cfg,
+                                     kernel_size=downsample_kernel)
         self.attn_residual = None
         if residual_heads is not None:
             self.attn_residual = AttentionResidual(residual_heads, num_heads, ar_layer_scale_init)
@@ -205,7 +207,7 @@ class LaViT(BaseModule):
 
     A PyTorch implementation of `You Only Need Less Attention at Each Stage in
     Vision Transformers <https://arxiv.org/abs/2406.00427>`_ (CVPR 2024) as a
-    multi-scale backbone, following ``mmlavit``'s DESIGN.md: every layer
+    multi-scale backbone, as docs/design.md describes it: every layer
     attends from all N query tokens to a fixed P x P grid of pooled key cells,
     so cost is linear in pixels at any input size. Each stage starts with VA
     layers (full query/key attention) and continues with LA layers, which only
@@ -274,11 +276,13 @@ class LaViT(BaseModule):
                  ar_layer_scale_init=0.1, dp_weight=0.1, out_indices=(0, 1, 2, 3), qkv_bias=True,
                  drop_rate=0., attn_drop_rate=0., drop_path_rate=0.1, act_cfg=dict(type='GELU'),
                  norm_cfg=dict(type='LN'), frozen_stages=-1, norm_eval=False, with_cp=False,
-                 init_cfg=None):
+                 stem_kernel=None, merge_kernel=None, init_style='trunc', init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         self.arch_settings = self._resolve_arch(arch)
         num_stages = len(self.arch_settings['depths'])
-        out_indices = tuple(index % num_stages for index in out_indices)
+        out_indices = self._resolve_out_indices(out_indices, num_stages)
+        if not -1 <= frozen_stages <= num_stages:
+            raise ValueError(f'frozen_stages must be in -1..{num_stages}, got {frozen_stages}')
         if pool_size < 2:
             raise ValueError(f'pool_size must be >= 2 (the DP loss compares cells), got {pool_size}')
         self.pool_size = pool_size
@@ -309,11 +313,24 @@ class LaViT(BaseModule):
                 layer_kwargs=layer_kwargs,
                 drop_path_rates=drop_path_rates[first_layer:first_layer + depths[index]],
                 ar_layer_scale_init=ar_layer_scale_init,
-                norm_cfg=norm_cfg))
+                norm_cfg=norm_cfg,
+                downsample_kernel=(stem_kernel if index == 0 else merge_kernel)))
             channels, heads = self.embed_dims[index], self.arch_settings['num_heads'][index]
 
+        self.init_style = init_style
         self._dp_loss = None
         self._warned_unconsumed = False
+        # Before any wrapper (DDP registers the parameters that need gradients when it wraps).
+        self._freeze_stages()
+
+    @staticmethod
+    def _resolve_out_indices(out_indices, num_stages):
+        out_indices = (out_indices, ) if isinstance(out_indices, int) else tuple(out_indices)
+        invalid = [index for index in out_indices if not -num_stages <= index < num_stages]
+        if invalid or not out_indices:
+            raise ValueError(f'out_indices must be stage indices in {-num_stages}..{num_stages - 1}, '
+                             f'got {out_indices}')
+        return tuple(index % num_stages for index in out_indices)
 
     def _resolve_arch(self, arch):
         if isinstance(arch, str):
@@ -358,6 +375,18 @@ class LaViT(BaseModule):
                 normal_init(module, 0, math.sqrt(2.0 / fan_out))
             elif isinstance(module, LessAttention):
                 module.init_identity()
+        if self.init_style == 'pvt':
+            for module in self.modules():
+                if isinstance(module, MixFFN):
+                    for fc in (module.fc1, module.fc2):
+                        normal_init(fc, 0, math.sqrt(2.0 / fc.out_features))
+                elif isinstance(module, PooledCells):
+                    normal_init(module.proj, 0, math.sqrt(2.0 / module.proj.out_features))
+                elif isinstance(module, VanillaAttention):
+                    nn.init.xavier_uniform_(module.query.weight)
+                    nn.init.xavier_uniform_(module.cell_proj.weight)
+                elif isinstance(module, LessAttention):
+                    nn.init.xavier_uniform_(module.cell_proj.weight)
 
     def train(self, mode=True):
         super().train(mode)
@@ -396,19 +425,26 @@ class LaViT(BaseModule):
         """
         self._check_input(x)
         self._discard_unconsumed_dp_loss()
-        with_dp = self.training and self.dp_weight > 0
+        with_dp = self.training and self.dp_weight > 0 and self._has_trainable_la_layers()
         outs, dp_terms = [], []
         scores, hw = None, None
         for index, stage in enumerate(self.stages):
-            tokens, scores, stage_dp_terms = stage(x, scores, hw, with_dp)
+            # A frozen stage's DP terms have nothing to train.
+            tokens, scores, stage_dp_terms = stage(x, scores, hw, with_dp and index >= self.frozen_stages)
             dp_terms.extend(stage_dp_terms)
             hw = tokens.shape[1:3]
             x = tokens.permute(0, 3, 1, 2)
             if index in self.out_indices:
                 outs.append(x.contiguous())
-        if dp_terms:
-            self._dp_loss = self.dp_weight * torch.stack(dp_terms).mean()
+        if with_dp:
+            # Zero when every LA layer's grid was smaller than the cells: loss_dp stays in the loss
+            # dict at every input size.
+            self._dp_loss = self.dp_weight * torch.stack(dp_terms).mean() if dp_terms else x.new_zeros(())
         return tuple(outs)
+
+    def _has_trainable_la_layers(self) -> bool:
+        return any(layer.less_attention for stage in self.stages[max(self.frozen_stages, 0):]
+                   for layer in stage.layers)
 
     def pop_dp_loss(self) -> Optional[Tensor]:
         """Hands over ``dp_weight * L_DP`` of the last training forward, once.

@@ -1,4 +1,4 @@
-"""How LaViT's diagonality-preserving loss reaches mmengine's loss dict (DESIGN.md Section 5).
+"""How LaViT's diagonality-preserving loss reaches mmengine's loss dict.
 
 The backbone keeps the standard contract (it returns only features) and holds
 ``dp_weight * L_DP`` after a training forward. A forward hook on the whole

@@ -1,0 +1,312 @@
+"""Efficiency of LaViT beside PVTv2, Swin-T and MiT: params, FLOPs, latency, training memory (tools/benchmark.py).
+
+Builds the backbones of tools/get_flops.py (LaViT-T/S/B, mmdet's PVTv2-b1/b2
+and Swin-T, mmseg's MiT-b1/b2) and measures each at each input size, batch 1:
+
+- params and FLOPs with :func:`mmlavit.cli.flops.measure` (mmengine's FlopAnalyzer, one
+  multiply-add = one FLOP, the attention products counted);
+- forward latency (eval mode, no grad) and forward+backward latency (train
+  mode; loss = the sum of the output means, plus LaViT's DP loss): all models
+  in one process, interleaved (each repeat runs every model once in turn),
+  after warm-up rounds; the minimum of the repeats, since interference from
+  other work on the machine only ever adds time;
+- the peak memory of a training step (forward+backward), as
+  :mod:`mmlavit.cli.memory` measures it;
+- for LaViT, the time of each VA and LA layer and of its attention, per stage
+  (forward hooks, in extra interleaved forward runs).
+
+It prints the tables and the ratios against --reference (LaViT-S) and writes
+benchmark.json, benchmark.png (ratio bar chart) and layers.png (VA vs LA
+layers) to --out-dir. One CPU thread by default; the full default run takes
+about 20 minutes on one thread of a 2-core EPYC VM, so narrow it with
+--sizes/--models/--repeats.
+
+    python tools/benchmark.py
+    python tools/benchmark.py --sizes 800x1333 --models lavit-s pvtv2-b2 swin-t --repeats 5
+    python tools/benchmark.py --device cuda --amp
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import torch
+
+from mmlavit.models.lavit import LaViT
+from .flops import BACKBONES, build_backbone, measure
+from .memory import measure_memory, memory_method
+from .steps import forward, set_mode, synchronize, training_step
+
+DEFAULT_SIZES = ('224x224', '512x512', '800x1333')
+METRICS = (('gflops', 'GFLOPs'), ('fwd_ms', 'forward'), ('fwd_bwd_ms', 'forward+backward'),
+           ('train_peak_mb', 'training peak memory'))
+
+
+def parse_size(text):
+    """'800x1333' -> (800, 1333) (height, width)."""
+    height, width = text.lower().split('x')
+    return int(height), int(width)
+
+
+def time_interleaved(models, run, inputs, device, amp, warmup, repeats):
+    """Runs every model once per round; returns {name: [ms of each timed round]}."""
+    samples = defaultdict(list)
+    for round_index in range(warmup + repeats):
+        for name, model in models.items():
+            synchronize(device)
+            start = time.perf_counter()
+            run(model, inputs, device, amp)
+            synchronize(device)
+            if round_index >= warmup:
+                samples[name].append((time.perf_counter() - start) * 1e3)
+    return samples
+
+
+class LayerTimer:
+    """Forward hooks timing each LaViT layer and its attention.
+
+    Args:
+        model (LaViT): The backbone.
+        device (torch.device): Synchronised around each timed module on CUDA.
+    """
+
+    def __init__(self, model, device):
+        self.device = device
+        self.samples = defaultdict(list)
+        self.kinds = {}
+        self._starts = {}
+        self._handles = []
+        for stage_index, stage in enumerate(model.stages):
+            for layer_index, layer in enumerate(stage.layers):
+                self.kinds[(stage_index, layer_index)] = 'LA' if layer.less_attention else 'VA'
+                for part, module in (('layer', layer), ('attn', layer.attn)):
+                    self._hook(module, (stage_index, layer_index, part))
+
+    def _hook(self, module, key):
+        def start(*_):
+            synchronize(self.device)
+            self._starts[key] = time.perf_counter()
+
+        def stop(*_):
+            synchronize(self.device)
+            self.samples[key].append((time.perf_counter() - self._starts[key]) * 1e3)
+
+        self._handles += [module.register_forward_pre_hook(start), module.register_forward_hook(stop)]
+
+    def remove(self):
+        for handle in self._handles:
+            handle.remove()
+
+    def summary(self):
+        """Per stage: the mean over its VA (LA) layers of each layer's minimum time, and LA/VA."""
+        stages = defaultdict(lambda: defaultdict(list))
+        for (stage, layer, part), samples in self.samples.items():
+            stages[stage][(self.kinds[(stage, layer)], part)].append(min(samples))
+        rows = []
+        for stage, times in sorted(stages.items()):
+            row = dict(stage=stage + 1, va_layers=len(times[('VA', 'layer')]),
+                       la_layers=len(times[('LA', 'layer')]))
+            for part in ('layer', 'attn'):
+                for kind in ('VA', 'LA'):
+                    values = times[(kind, part)]
+                    row[f'{kind.lower()}_{part}_ms'] = statistics.mean(values) if values else None
+                if row['la_layers']:
+                    row[f'la_va_{part}'] = row[f'la_{part}_ms'] / row[f'va_{part}_ms']
+            if row['la_layers']:
+                # What LA/VA would be if an LA layer's attention cost nothing: the rest of the
+                # layer (norms, MixFFN, residuals), which VA and LA layers share, bounds it.
+                row['la_va_layer_floor'] = 1 - row['va_attn_ms'] / row['va_layer_ms']
+            rows.append(row)
+        return rows
+
+
+def time_layers(models, inputs, device, amp, warmup, repeats):
+    """Per-stage VA/LA layer times of the LaViT models among ``models``."""
+    lavits = {name: model for name, model in models.items() if isinstance(model, LaViT)}
+    if not lavits:
+        return {}
+    set_mode(lavits, False)
+    time_interleaved(lavits, forward, inputs, device, amp, warmup, 0)
+    timers = {name: LayerTimer(model, device) for name, model in lavits.items()}
+    time_interleaved(lavits, forward, inputs, device, amp, 0, repeats)
+    for timer in timers.values():
+        timer.remove()
+    return {name: timer.summary() for name, timer in timers.items()}
+
+
+def cpu_name():
+    with open('/proc/cpuinfo') as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith('model name'):
+                return line.split(':', 1)[1].strip()
+    return platform.processor()
+
+
+def conditions(args, device):
+    """What the figures depend on, stated in the output."""
+    info = dict(device=str(device), amp=args.amp, torch=torch.__version__, warmup=args.warmup,
+                repeats=args.repeats, statistic='minimum of the repeats, models interleaved',
+                batch=1, memory_method=memory_method(device),
+                flops_method='mmengine FlopAnalyzer (multiply-add = 1 FLOP), backbone only, eval mode',
+                load_average=os.getloadavg())
+    if device.type == 'cuda':
+        info['gpu'] = torch.cuda.get_device_name(device)
+    else:
+        info.update(threads=torch.get_num_threads(), interop_threads=torch.get_num_interop_threads(),
+                    cpu=cpu_name(), cpu_count=os.cpu_count())
+    return info
+
+
+def ratios(results, reference):
+    """{size: {model: {metric: value / reference's value}}}."""
+    table = {}
+    for size, rows in results.items():
+        if reference not in rows:
+            continue
+        table[size] = {name: {key: row[key] / rows[reference][key] for key, _ in METRICS}
+                       for name, row in rows.items()}
+    return table
+
+
+def format_report(report):
+    """The markdown tables of a report."""
+    lines = [f'Conditions: {json.dumps(report["conditions"])}', '']
+    for size, rows in report['results'].items():
+        lines += [f'### {size}', '', '| model | params (M) | GFLOPs | forward (ms) | fwd+bwd (ms) '
+                  '| train peak (MiB) |', '|---|---:|---:|---:|---:|---:|']
+        lines += [f'| {name} | {row["params_m"]:.2f} | {row["gflops"]:.1f} | {row["fwd_ms"]:.1f} '
+                  f'| {row["fwd_bwd_ms"]:.1f} | {row["train_peak_mb"]:.0f} |' for name, row in rows.items()]
+        if size in report['ratios']:
+            lines += ['', f'Ratios against {report["reference"]} (model / {report["reference"]}):', '',
+                      '| model | ' + ' | '.join(label for _, label in METRICS) + ' |',
+                      '|---|' + '---:|' * len(METRICS)]
+            lines += [f'| {name} | ' + ' | '.join(f'{row[key]:.2f}' for key, _ in METRICS) + ' |'
+                      for name, row in report['ratios'][size].items()]
+        lines.append('')
+    if report['layers']:
+        lines += ['### LaViT layers (forward, eval): mean per VA / LA layer of each stage', '',
+                  '| model | size | stage | VA/LA layers | VA layer (ms) | LA layer (ms) | LA/VA '
+                  '| VA attn (ms) | LA attn (ms) | LA/VA attn | LA/VA floor |',
+                  '|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|']
+        for name, sizes in report['layers'].items():
+            for size, stages in sizes.items():
+                for row in stages:
+                    la = (f'{row["la_layer_ms"]:.1f} | {row["la_va_layer"]:.2f} | {row["va_attn_ms"]:.1f} | '
+                          f'{row["la_attn_ms"]:.1f} | {row["la_va_attn"]:.2f} | {row["la_va_layer_floor"]:.2f}'
+                          if row['la_layers'] else f'- | - | {row["va_attn_ms"]:.1f} | - | - | -')
+                    lines.append(f'| {name} | {size} | {row["stage"]} | {row["va_layers"]}/{row["la_layers"]} '
+                                 f'| {row["va_layer_ms"]:.1f} | {la} |')
+        lines += ['', 'LA/VA floor: the LA/VA layer ratio if an LA layer\'s attention cost nothing '
+                  '(1 - VA attention / VA layer), set by what both layers share (norms, MixFFN).', '']
+    return '\n'.join(lines)
+
+
+def plot_ratios(report, path):
+    """One panel per metric: bars of model / reference, grouped by input size."""
+    sizes = list(report['ratios'])
+    names = list(report['ratios'][sizes[0]])
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(4.5 * len(METRICS), 4), squeeze=False)
+    width = 0.8 / len(names)
+    for ax, (key, label) in zip(axes[0], METRICS):
+        for index, name in enumerate(names):
+            values = [report['ratios'][size][name][key] for size in sizes]
+            ax.bar([pos + index * width for pos in range(len(sizes))], values, width, label=name)
+        ax.axhline(1.0, color='black', linewidth=0.8)
+        ax.set_xticks([pos + 0.4 - width / 2 for pos in range(len(sizes))], sizes)
+        ax.set_title(f'{label} / {report["reference"]}')
+    axes[0][-1].legend(fontsize='small', loc='upper left', bbox_to_anchor=(1.02, 1))
+    cond = report['conditions']
+    where = cond.get('gpu') or f'CPU, {cond["threads"]} thread(s)'
+    amp = ', AMP' if cond['amp'] else ''
+    fig.suptitle(f'Backbones at batch 1 relative to {report["reference"]} ({where}{amp})')
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, bbox_inches='tight')
+    plt.close(fig)
+
+
+def plot_layers(report, path):
+    """Per LaViT model (largest size measured): VA vs LA time per stage, whole layer and attention."""
+    layers = report['layers']
+    fig, axes = plt.subplots(1, len(layers), figsize=(5 * len(layers), 4), squeeze=False)
+    for ax, (name, sizes) in zip(axes[0], layers.items()):
+        size, stages = list(sizes.items())[-1]
+        bars = (('va_layer_ms', 'VA layer'), ('la_layer_ms', 'LA layer'), ('va_attn_ms', 'VA attention'),
+                ('la_attn_ms', 'LA attention'))
+        for index, (key, label) in enumerate(bars):
+            values = [row[key] or 0. for row in stages]
+            ax.bar([row['stage'] + (index - 1.5) * 0.2 for row in stages], values, 0.2, label=label)
+        ax.set_xticks([row['stage'] for row in stages], [f'stage {row["stage"]}' for row in stages])
+        ax.set_ylabel('ms per layer (forward)')
+        ax.set_title(f'{name} at {size}')
+    axes[0][0].legend(fontsize='small')
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run_benchmark(args):
+    device = torch.device(args.device)
+    if args.amp and device.type != 'cuda':
+        raise ValueError('--amp needs a CUDA device')
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    sizes = [parse_size(size) for size in args.sizes]
+    models = {name: build_backbone(name).to(device) for name in args.models}
+    report = dict(conditions=conditions(args, device), reference=args.reference, results={}, layers={})
+    peaks = measure_memory(args.models, sizes, device, args.amp, args.threads)
+    for size_index, shape in enumerate(sizes):
+        size = f'{shape[0]}x{shape[1]}'
+        print(f'measuring {size} ...', flush=True)
+        inputs = torch.rand(1, 3, *shape, device=device)
+        set_mode(models, False)
+        fwd = time_interleaved(models, forward, inputs, device, args.amp, args.warmup, args.repeats)
+        set_mode(models, True)
+        fwd_bwd = time_interleaved(models, training_step, inputs, device, args.amp, args.warmup,
+                                   args.repeats)
+        for name, rows in time_layers(models, inputs, device, args.amp, args.warmup, args.repeats).items():
+            report['layers'].setdefault(name, {})[size] = rows
+        rows = report['results'][size] = {}
+        for name in args.models:
+            params, flops, _ = measure(name, shape)
+            rows[name] = dict(params_m=params, gflops=flops, fwd_ms=min(fwd[name]),
+                              fwd_bwd_ms=min(fwd_bwd[name]), train_peak_mb=peaks[name][size_index],
+                              fwd_samples_ms=fwd[name], fwd_bwd_samples_ms=fwd_bwd[name])
+    report['conditions']['load_average_end'] = os.getloadavg()
+    report['ratios'] = ratios(report['results'], args.reference)
+    return report
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--models', nargs='+', default=list(BACKBONES), choices=list(BACKBONES))
+    parser.add_argument('--sizes', nargs='+', default=list(DEFAULT_SIZES), metavar='HxW')
+    parser.add_argument('--reference', default='lavit-s', choices=list(BACKBONES),
+                        help='the model the ratios are taken against')
+    parser.add_argument('--repeats', type=int, default=3, help='timed rounds per measurement')
+    parser.add_argument('--warmup', type=int, default=1, help='untimed rounds before them')
+    parser.add_argument('--threads', type=int, default=1, help='torch CPU threads (torch.set_num_threads)')
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--amp', action='store_true', help='fp16 autocast (CUDA only)')
+    parser.add_argument('--out-dir', default='outputs/benchmark')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    report = run_benchmark(args)
+    print(format_report(report))
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / 'benchmark.json').write_text(json.dumps(report, indent=1))
+    if report['ratios']:
+        plot_ratios(report, out_dir / 'benchmark.png')
+    if report['layers']:
+        plot_layers(report, out_dir / 'layers.png')
+    print(f'\nWrote {out_dir}/benchmark.json and the charts beside it.')
+    return report
+

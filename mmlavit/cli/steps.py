@@ -1,0 +1,40 @@
+"""One forward or training step of a backbone, as the benchmark times and measures it."""
+import contextlib
+
+import torch
+
+from mmlavit.models.lavit import LaViT
+
+
+def synchronize(device):
+    """Waits for the device's queued work (a no-op on CPU)."""
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def autocast(device, amp):
+    """fp16 autocast on CUDA when ``amp``, else nothing."""
+    return torch.autocast('cuda', dtype=torch.float16) if amp else contextlib.nullcontext()
+
+
+def forward(model, inputs, device, amp):
+    """An inference forward (no grad)."""
+    with torch.no_grad(), autocast(device, amp):
+        model(inputs)
+
+
+def training_step(model, inputs, device, amp):
+    """Forward and backward of a train-mode model; LaViT's held DP loss joins the loss."""
+    with autocast(device, amp):
+        loss = sum(out.float().mean() for out in model(inputs))
+        dp_loss = model.pop_dp_loss() if isinstance(model, LaViT) else None
+        if dp_loss is not None:
+            loss = loss + dp_loss
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+
+
+def set_mode(models, train):
+    """Train or eval mode for every model of a dict."""
+    for model in models.values():
+        model.train(train)  # not chained: mmdet's Swin.train() returns None

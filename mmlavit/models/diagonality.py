@@ -1,0 +1,72 @@
+"""The diagonality-preserving (DP) loss of LaViT's LA layers (docs/design.md, "The DP loss").
+
+For an LA layer's attention P = softmax(S) (B, heads, K, N), the queries are
+averaged onto the same P x P cells as the keys, giving per head a square
+K x K matrix A: row c is how the queries of cell c attend to each key cell.
+A healthy attention matrix is diagonal (a cell attends most to itself) and
+symmetric; the loss rewards both.
+"""
+from typing import Optional, Tuple
+
+from torch import Tensor
+
+from .grid import adaptive_avg_pool
+
+
+def cell_attention(attn: Tensor, hw: Tuple[int, int], pool_size: int) -> Tensor:
+    """The square cell attention A of an attention map.
+
+    Args:
+        attn (Tensor): Attention probabilities in the backbone's score layout,
+            (B, heads, K, N): K = pool_size ** 2 key cells by N = H * W queries.
+        hw (tuple[int, int]): The query grid (H, W).
+        pool_size (int): P, the side of the pooled key grid.
+
+    Returns:
+        Tensor: A, shape (B, heads, K, K): A[b, h, c, j] is the mean attention
+        of the queries in cell c to key cell j (rows sum to 1).
+    """
+    batch, heads, num_cells, _ = attn.shape
+    query_cells = adaptive_avg_pool(attn.reshape(batch, heads * num_cells, *hw), pool_size)
+    # (B, heads, key cell, query cell) -> rows = query cells.
+    return query_cells.view(batch, heads, num_cells, num_cells).transpose(-2, -1)
+
+
+def symmetry_loss(cells: Tensor) -> Tensor:
+    """L_sym = mean over batch, heads and (i, j) of |A_ij - A_ji|, for A (B, heads, K, K)."""
+    return (cells - cells.transpose(-2, -1)).abs().mean()
+
+
+def diagonal_loss(cells: Tensor) -> Tensor:
+    """L_diag = mean over batch, heads and rows i of (mean_{j != i} A_ij - A_ii), for A (B, heads, K, K).
+
+    Negative when each cell attends more to itself than to the others on
+    average: -1 for the identity, 0 for a uniform A.
+    """
+    num_cells = cells.shape[-1]
+    diagonal = cells.diagonal(dim1=-2, dim2=-1)
+    off_diagonal_mean = (cells.sum(dim=-1) - diagonal) / (num_cells - 1)
+    return (off_diagonal_mean - diagonal).mean()
+
+
+def layer_dp_loss(attn: Tensor, hw: Tuple[int, int], pool_size: int) -> Optional[Tensor]:
+    """L_sym + L_diag of an LA layer, or None where its grid is smaller than the cells.
+
+    When the query grid is smaller than P x P in either direction, the pooled
+    cells overlap: several key cells are averages of the same tokens, so their
+    scores are equal and no cell can attend to itself more than to its
+    duplicates. The diagonal cannot dominate there, so the layer adds no term
+    (stage 4 below 224 pixels, stage 3 below 112 with P = 7).
+
+    Args:
+        attn (Tensor): Attention probabilities (B, heads, K, N).
+        hw (tuple[int, int]): The query grid (H, W).
+        pool_size (int): P.
+
+    Returns:
+        Tensor | None: A scalar, or None for a grid smaller than P x P.
+    """
+    if min(hw) < pool_size:
+        return None
+    cells = cell_attention(attn.float(), hw, pool_size)
+    return symmetry_loss(cells) + diagonal_loss(cells)

@@ -1,0 +1,10 @@
+"""Train backbone variants under one detector, schedule and data set over seeds (mmlavit/cli/ablation.py).
+
+    python tools/ablate.py                                     # the default variants, seeds 0 1 2
+    python tools/ablate.py --variants lavit-t pvtv2-b1 'lavit-t-dp1=lavit-t,dp_weight=1.0' --seeds 0 1
+    python tools/ablate.py --config MY_COCO_CONFIG --data-root data/coco/ --iters 90000 --lr 1e-4
+"""
+from mmlavit.cli.ablation import main
+
+if __name__ == '__main__':
+    main()
