@@ -1,7 +1,7 @@
 # `make demo`: Mask R-CNN (FPN) with LaViT-T, trained from scratch on CPU on the generated shapes set
 # (mmlavit.cli.demo_data.make_coco_shapes: 128x128 images, circles/squares/triangles, COCO format).
 # Only what small images with few objects do not need is cut: image size, proposal counts,
-# RoI samples and FPN width.
+# RoI samples and FPN width. Seeded, so that `make demo` repeats its figures.
 _base_ = '../mask_rcnn_lavit_t_coco.py'
 
 data_root = 'data/shapes_coco/'
@@ -61,4 +61,5 @@ param_scheduler = [
 ]
 optim_wrapper = dict(optimizer=dict(lr=2e-3, weight_decay=0.05))
 default_hooks = dict(logger=dict(interval=20), checkpoint=dict(interval=max_epochs))
+randomness = dict(seed=0)
 env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0))
