@@ -5,6 +5,7 @@ import torch
 from mmlavit import LaViT
 from mmlavit.models import lavit as lavit_module
 from mmlavit.models.attention import LessAttention, VanillaAttention
+from mmlavit.models.diagonality import cell_attention, diagonal_loss, symmetry_loss
 
 STRIDES = (4, 8, 16, 32)
 
@@ -43,6 +44,20 @@ def test_out_indices_select_stages():
     with torch.no_grad():
         outs = model(torch.rand(2, 3, 64, 96))
     assert [tuple(out.shape) for out in outs] == [(2, 128, 8, 12), (2, 512, 2, 3)]
+
+
+@pytest.mark.parametrize('out_indices', [(1, 2, 3, 4), (-5, ), ()])
+def test_out_indices_out_of_range_is_an_error(out_indices):
+    with pytest.raises(ValueError, match=r'out_indices must be stage indices in -4\.\.3'):
+        LaViT(arch='t', out_indices=out_indices)
+
+
+def test_negative_out_indices_count_from_the_last_stage():
+    model = LaViT(arch='t', out_indices=(-1, -3)).eval()
+    assert model.out_indices == (3, 1)
+    with torch.no_grad():
+        outs = model(torch.rand(1, 3, 64, 64))
+    assert [out.shape[1] for out in outs] == [128, 512]  # in stage order, as mmdet's Swin returns them
 
 
 @pytest.mark.parametrize('size', [(31, 64), (64, 16), (8, 8)])
@@ -201,6 +216,39 @@ def test_dp_loss_grad_reaches_theta_and_psi():
     assert model.pop_dp_loss() is None  # handed over once
 
 
+def captured_dp_terms(model, x):
+    """The DP loss held after a training forward, and each LA layer's (grid, L_sym + L_diag) recomputed."""
+    captured = []
+    for stage in model.stages:
+        for layer in stage.layers:
+            if layer.less_attention:
+                layer.attn.register_forward_hook(
+                    lambda module, args, out: captured.append((tuple(args[0].shape[1:3]), out[2])))
+    model(x)
+    held = model.pop_dp_loss()
+    terms = [(hw, symmetry_loss(cells) + diagonal_loss(cells))
+             for hw, attn in captured for cells in [cell_attention(attn.float(), hw, model.pool_size)]]
+    return held, terms
+
+
+def test_dp_loss_leaves_out_grids_smaller_than_the_cells():
+    model = LaViT(arch='t', drop_path_rate=0., dp_weight=1.).train()
+    held, terms = captured_dp_terms(model, torch.rand(1, 3, 160, 96))
+    # Grids 40x24, 20x12, 10x6 and 5x3: stages 3 and 4 are smaller than 7x7 in at least one direction.
+    assert [hw for hw, _ in terms] == [(40, 24), (20, 12), (10, 6), (5, 3)]
+    expected = torch.stack([term for hw, term in terms[:2]]).mean()
+    torch.testing.assert_close(held, expected)
+
+
+def test_dp_loss_is_zero_when_no_grid_holds_the_cells():
+    model = LaViT(arch='t', drop_path_rate=0.).train()
+    held, terms = captured_dp_terms(model, torch.rand(1, 3, 48, 48))  # 12x12 but frozen, then 6x6 and less
+    assert held is not None and held.item() != 0.
+    model = LaViT(arch='t', drop_path_rate=0., frozen_stages=1).train()
+    held, _ = captured_dp_terms(model, torch.rand(1, 3, 48, 48))
+    assert held.item() == 0.
+
+
 def test_dp_loss_weight():
     x = torch.rand(1, 3, 64, 64)
     model = LaViT(arch='t', drop_path_rate=0.).train()
@@ -280,6 +328,16 @@ def test_frozen_stages():
     sum(out.sum() for out in outs).backward()
     assert all(p.grad is None for p in model.stages[1].parameters())
     model.pop_dp_loss()
+
+
+def test_frozen_stages_take_effect_when_built():
+    """DDP wraps the model before training calls train(): the freeze must already hold."""
+    model = LaViT(arch='t', frozen_stages=1)
+    frozen = {name for name, param in model.named_parameters() if not param.requires_grad}
+    expected = {name for name, _ in model.named_parameters() if name.startswith('stages.0.')}
+    assert frozen == expected
+    with pytest.raises(ValueError, match='frozen_stages'):
+        LaViT(arch='t', frozen_stages=5)
 
 
 def test_frozen_stem_only():

@@ -138,16 +138,47 @@ def test_train_resume_test(shapes_root, tmp_path):
     assert re.search(r'coco/bbox_mAP: [0-9.]+', log) and re.search(r'coco/segm_mAP: [0-9.]+', log)
 
 
-def test_two_process_cpu_ddp_with_cp(shapes_root, tmp_path):
+@pytest.mark.parametrize('frozen_stages,with_cp', [(1, True), (4, False)])
+def test_two_process_cpu_ddp_trains_with_frozen_stages(shapes_root, tmp_path, frozen_stages, with_cp):
+    """Fine-tuning as users do: DDP (gloo, 2 processes), a pretrained backbone, frozen stages.
+
+    DDP registers the parameters that need gradients when mmengine's Runner wraps the model, before
+    training starts; stages frozen only later (in train()) made the second iteration fail.
+    """
+    pretrained = mmlavit.LaViT(arch='t').state_dict()
+    backbone_file = tmp_path / 'lavit_t_backbone.pth'
+    torch.save({'state_dict': pretrained}, backbone_file)
     env = dict(os.environ, PYTHON=sys.executable, PORT=str(29500 + os.getpid() % 1000), OMP_NUM_THREADS='1')
+    # 8 images, batch 4 per process: one iteration per epoch.
     result = subprocess.run(
         ['bash', 'tools/dist_train.sh', DEMO_CONFIG, '2', '--work-dir', str(tmp_path / 'ddp'),
-         *tiny_run_options(shapes_root, 1), 'model.backbone.with_cp=True'],
+         *tiny_run_options(shapes_root, 3), f'model.backbone.frozen_stages={frozen_stages}',
+         f'model.backbone.with_cp={with_cp}', f'model.backbone.init_cfg.checkpoint={backbone_file}'],
         cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-3000:]
     assert 'Distributed launcher: pytorch' in log and 'Distributed training: True' in log
-    assert re.search(r'Epoch\(train\) \[1\]\[1/1\].*loss_dp: ', log), log[-3000:]
+    assert re.search(r'Epoch\(train\) \[3\]\[1/1\]', log), log[-3000:]
+    if frozen_stages < 4:
+        assert re.search(r'Epoch\(train\) \[1\]\[1/1\].*loss_dp: ', log), log[-3000:]
+
+    trained = torch.load(tmp_path / 'ddp' / 'epoch_3.pth', map_location='cpu', weights_only=False)['state_dict']
+    frozen_prefixes = ('stages.0.downsample.', ) + tuple(f'stages.{index}.' for index in range(frozen_stages))
+    for key, value in pretrained.items():
+        is_frozen = key.startswith(frozen_prefixes)
+        assert torch.equal(trained['backbone.' + key], value) == is_frozen, key
+    # The neck and heads train in every case (with frozen_stages=4 they are all that trains).
+    first = torch.load(tmp_path / 'ddp' / 'epoch_1.pth', map_location='cpu', weights_only=False)['state_dict']
+    for key in ('neck.lateral_convs.0.conv.weight', 'rpn_head.rpn_conv.weight', 'roi_head.bbox_head.fc_cls.weight'):
+        assert not torch.equal(trained[key], first[key]), key
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the machine without CUDA')
+def test_amp_without_cuda_says_what_it_needs(shapes_root, tmp_path):
+    process = run_tool('tools/train.py', DEMO_CONFIG, '--amp', '--work-dir', tmp_path,
+                       *tiny_run_options(shapes_root, 1))
+    assert process.returncode != 0
+    assert '--amp needs a GPU' in process.stderr and 'Traceback' not in process.stderr
 
 
 def test_missing_coco_stops_with_a_clear_message(tmp_path):
