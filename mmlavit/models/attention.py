@@ -4,6 +4,13 @@ All of them keep attention scores in the layout (B, heads, K, N): K pooled key
 cells by N query tokens. In that layout the LA transforms, the softmax over the
 keys and the attention residual act without a permute (docs/design.md, "Layout").
 Tokens are channels-last maps (B, H, W, C) throughout.
+
+Under autocast the pre-softmax scores stay in the parameters' precision
+(float32): a VA layer's product runs under autocast but its result is cast
+back, and the attention residual, Theta and Psi run with autocast off. Over a
+chain of LA layers (14 in LaViT-B's third stage) Theta can grow the scores
+past float16's range, which would turn the softmax into NaNs. The softmax
+reads float32 scores; autocast casts the probabilities for the value product.
 """
 from typing import Optional, Tuple
 
@@ -198,6 +205,7 @@ class VanillaAttention(PooledAttention):
         else:
             query = self.query(tokens).view(batch, num_queries, self.num_heads, self.head_dims)
             scores = torch.matmul(key, query.permute(0, 2, 3, 1))
+        scores = scores.to(self.query.weight.dtype)
         if bias is not None:
             scores = scores + bias
         out, attn = self.attend(scores, value, (height, width))
@@ -243,12 +251,13 @@ class LessAttention(PooledAttention):
     def transform_scores(self, prev_scores: Tensor, hw: Tuple[int, int]) -> Tensor:
         """Theta over the key axis, then Psi over the query grid, (B, heads, K, N) -> same."""
         batch, heads, num_cells, num_queries = prev_scores.shape
-        # A batched product with the bias fused: matmul with the 2-D Theta first would read the
-        # scores through a transposed copy and add the bias in another pass.
-        scores = torch.baddbmm(self.theta_bias[:, None], self.theta_weight.expand(batch * heads, -1, -1),
-                               prev_scores.reshape(batch * heads, num_cells, num_queries))
-        return per_head_depthwise_conv(scores.view_as(prev_scores), self.psi_weight, hw,
-                                       padding=self.psi_weight.shape[-1] // 2)[0]
+        prev = prev_scores.reshape(batch * heads, num_cells, num_queries).to(self.theta_weight.dtype)
+        with torch.autocast(prev_scores.device.type, enabled=False):
+            # A batched product with the bias fused: matmul with the 2-D Theta first would read the
+            # scores through a transposed copy and add the bias in another pass.
+            scores = torch.baddbmm(self.theta_bias[:, None], self.theta_weight.expand(batch * heads, -1, -1), prev)
+            return per_head_depthwise_conv(scores.view_as(prev_scores), self.psi_weight, hw,
+                                           padding=self.psi_weight.shape[-1] // 2)[0]
 
     def forward(self, x: Tensor, prev_scores: Tensor):
         hw = x.shape[1:3]
@@ -285,10 +294,12 @@ class AttentionResidual(BaseModule):
         self.gamma = nn.Parameter(torch.full((out_heads, ), float(layer_scale_init)))
 
     def forward(self, scores: Tensor, hw: Tuple[int, int]) -> Tensor:
-        scores, _ = per_head_depthwise_conv(scores, self.downsample_weight, hw, stride=2)
-        batch, in_heads, num_cells, num_queries = scores.shape
-        # LayerScale folded into the head mix, as one batched product: no transposed copy of the
-        # scores and no extra pass over the result.
-        scaled_mix = (self.gamma[:, None] * self.head_mix).expand(batch, -1, -1)
-        mixed = torch.bmm(scaled_mix, scores.reshape(batch, in_heads, -1))
-        return mixed.view(batch, -1, num_cells, num_queries)
+        with torch.autocast(scores.device.type, enabled=False):
+            scores, _ = per_head_depthwise_conv(scores.to(self.head_mix.dtype), self.downsample_weight, hw,
+                                                stride=2)
+            batch, in_heads, num_cells, num_queries = scores.shape
+            # LayerScale folded into the head mix, as one batched product: no transposed copy of the
+            # scores and no extra pass over the result.
+            scaled_mix = (self.gamma[:, None] * self.head_mix).expand(batch, -1, -1)
+            mixed = torch.bmm(scaled_mix, scores.reshape(batch, in_heads, -1))
+            return mixed.view(batch, -1, num_cells, num_queries)
