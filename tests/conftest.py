@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-import mmlavit  # noqa: F401  registers LaViT and the trusted checkpoint loader
+import mmlavit  # noqa: F401  registers LaViT and the safe checkpoint loader
 
 
 @pytest.fixture(autouse=True)

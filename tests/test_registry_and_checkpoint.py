@@ -103,17 +103,3 @@ def test_from_scratch_init_logs_and_keeps_la_identity():
     la = backbone.stages[0].layers[1].attn
     assert torch.equal(la.theta_weight, torch.eye(49))
 
-
-def test_mmengine_training_checkpoint_loads_on_new_torch(tmp_path):
-    """torch >= 2.6 refuses HistoryBuffer and numpy objects under weights_only=True; mmlavit's loader does not."""
-    import numpy as np
-    from mmengine.logging import HistoryBuffer
-    from mmengine.runner.checkpoint import CheckpointLoader
-    path = tmp_path / 'epoch_1.pth'
-    torch.save({'meta': {'seed': np.int64(3), 'lr': np.float64(0.1)},
-                'message_hub': {'log_scalars': {'train/loss': HistoryBuffer([1.0, 0.5], [1, 1])}},
-                'state_dict': {'w': torch.ones(1)}}, path)
-    with pytest.raises(Exception, match='weights_only'):
-        torch.load(path)  # the default the stack would otherwise use
-    checkpoint = CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
-    assert checkpoint['message_hub']['log_scalars']['train/loss'].current() == 0.5

@@ -16,8 +16,9 @@ import sys
 import torch
 from mmengine.runner.checkpoint import CheckpointLoader
 
-import mmlavit  # noqa: F401  registers the loader of mmengine-written checkpoints
+import mmlavit  # noqa: F401  registers the safe loader of mmengine-written checkpoints
 from mmlavit import LaViT
+from mmlavit.cli.errors import exit_on_user_error
 from mmlavit.utils import strip_prefix, weights_of
 
 
@@ -48,7 +49,8 @@ def summarise(keys, limit=8):
 def main():
     args = parse_args()
     prefix = args.prefix if args.prefix.endswith('.') else args.prefix + '.'
-    checkpoint = CheckpointLoader.load_checkpoint(args.src, map_location='cpu')
+    with exit_on_user_error():
+        checkpoint = CheckpointLoader.load_checkpoint(args.src, map_location='cpu')
     state_dict = weights_of(checkpoint)
     kept = strip_prefix(state_dict, prefix)
     dropped = [key for key in state_dict if not key.startswith(prefix)]

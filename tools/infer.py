@@ -11,7 +11,8 @@ import mmcv
 from mmdet.apis import inference_detector, init_detector
 from mmdet.registry import VISUALIZERS
 
-import mmlavit  # noqa: F401  registers LaViT and the checkpoint loader
+import mmlavit  # noqa: F401  registers LaViT and the safe checkpoint loader
+from mmlavit.cli.errors import exit_on_user_error
 
 
 def parse_args():
@@ -30,8 +31,9 @@ def main():
     for path in (args.image, args.config, args.checkpoint):
         if not osp.isfile(path):
             sys.exit(f'error: {path} does not exist')
-    model = init_detector(args.config, args.checkpoint, device=args.device)
-    result = inference_detector(model, args.image)
+    with exit_on_user_error():
+        model = init_detector(args.config, args.checkpoint, device=args.device)
+        result = inference_detector(model, args.image)
     visualizer = VISUALIZERS.build(model.cfg.visualizer)
     visualizer.dataset_meta = model.dataset_meta
     os.makedirs(args.out, exist_ok=True)

@@ -7,8 +7,9 @@ import argparse
 import os.path as osp
 import sys
 
-import mmlavit  # noqa: F401  registers LaViT, DPLossHook and the checkpoint loader
-from mmlavit.cli.runner import DatasetNotFoundError, build_runner, load_config, parse_runner_args
+import mmlavit  # noqa: F401  registers LaViT, DPLossHook and the safe checkpoint loader
+from mmlavit.cli.errors import exit_on_user_error
+from mmlavit.cli.runner import build_runner, load_config, parse_runner_args
 
 
 def parse_args():
@@ -24,11 +25,8 @@ def main():
         sys.exit(f'error: checkpoint {args.checkpoint} does not exist')
     cfg = load_config(args.config, args.cfg_options)
     cfg.load_from = args.checkpoint
-    try:
-        runner = build_runner(cfg, args.config, args.work_dir, args.launcher, ['test_dataloader'])
-    except DatasetNotFoundError as error:
-        sys.exit(f'error: {error}')
-    runner.test()
+    with exit_on_user_error():
+        build_runner(cfg, args.config, args.work_dir, args.launcher, ['test_dataloader']).test()
 
 
 if __name__ == '__main__':

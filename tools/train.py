@@ -6,8 +6,9 @@
 import argparse
 import sys
 
-import mmlavit  # noqa: F401  registers LaViT, DPLossHook and the checkpoint loader
-from mmlavit.cli.runner import DatasetNotFoundError, build_runner, load_config, parse_runner_args
+import mmlavit  # noqa: F401  registers LaViT, DPLossHook and the safe checkpoint loader
+from mmlavit.cli.errors import exit_on_user_error
+from mmlavit.cli.runner import build_runner, load_config, parse_runner_args
 
 
 def parse_args():
@@ -34,11 +35,8 @@ def main():
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
     loaders = ['train_dataloader'] + (['val_dataloader'] if cfg.get('val_cfg') else [])
-    try:
-        runner = build_runner(cfg, args.config, args.work_dir, args.launcher, loaders)
-    except DatasetNotFoundError as error:
-        sys.exit(f'error: {error}')
-    runner.train()
+    with exit_on_user_error():
+        build_runner(cfg, args.config, args.work_dir, args.launcher, loaders).train()
 
 
 if __name__ == '__main__':

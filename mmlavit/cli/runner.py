@@ -1,5 +1,7 @@
-"""What tools/train.py and tools/test.py share: arguments, config loading, CPU distributed set-up, data checks."""
+"""What tools/train.py and tools/test.py share: arguments, config loading, CPU distributed set-up, data and
+resume checks."""
 import argparse
+import glob
 import os
 import os.path as osp
 from typing import Iterator, List, Optional
@@ -7,6 +9,9 @@ from typing import Iterator, List, Optional
 import torch
 import torch.distributed as dist
 from mmengine.config import Config, DictAction
+
+from mmlavit.utils import CheckpointError, IncompleteCheckpointError, incomplete_checkpoint_message, \
+    is_incomplete_checkpoint
 
 # Where each dataset type expects its files, for the missing-data message.
 EXPECTED_LAYOUTS = {
@@ -115,6 +120,40 @@ def check_datasets(cfg: Config, loaders) -> None:
                 f'  --cfg-options data_root=/path/to/your/copy/')
 
 
+def _newest_complete_checkpoint(directory: str, exclude: str) -> Optional[str]:
+    checkpoints = sorted(glob.glob(osp.join(directory, '*.pth')), key=osp.getmtime, reverse=True)
+    return next((path for path in checkpoints if path != exclude and not is_incomplete_checkpoint(path)), None)
+
+
+def check_resume_checkpoint(cfg: Config) -> None:
+    """Stops before training when ``--resume`` without a path would continue from a broken checkpoint.
+
+    mmengine resumes from the checkpoint that the work dir's ``last_checkpoint``
+    names. When that file is missing or incomplete (a crash while it was
+    written, a copy cut short), the error names the newest complete checkpoint
+    beside it to resume from instead.
+
+    Raises:
+        CheckpointError: The latest checkpoint is missing (an
+            :class:`IncompleteCheckpointError` when it is incomplete).
+    """
+    record = osp.join(cfg.work_dir, 'last_checkpoint')
+    if not cfg.get('resume') or cfg.get('load_from') or not osp.isfile(record):
+        return
+    with open(record) as f:
+        latest = f.read().strip()
+    if latest and osp.isfile(latest) and not is_incomplete_checkpoint(latest):
+        return
+    directory = osp.dirname(latest) or cfg.work_dir
+    previous = _newest_complete_checkpoint(directory, exclude=latest)
+    fix = (f'Resume from the newest complete checkpoint instead: --resume {previous}' if previous else
+           f'No complete checkpoint is left in {directory}: train without --resume to start over.')
+    if latest and osp.isfile(latest):
+        raise IncompleteCheckpointError(incomplete_checkpoint_message(latest, f'{record} names it. {fix}'))
+    raise CheckpointError(f'--resume continues from the checkpoint that {record} names, and there is none at '
+                          f'{latest!r}. {fix}')
+
+
 def setup_distributed(cfg: Config, launcher: str) -> None:
     """Prepares ``cfg`` for ``launcher``; on a machine without CUDA, gloo and a device-less DDP.
 
@@ -140,9 +179,9 @@ def build_runner(cfg: Config, config_path: str, work_dir: Optional[str], launche
     """The Runner of tools/train.py and tools/test.py.
 
     Sets the work dir (``work_dir``, else the config's, else
-    ``work_dirs/<config name>``), checks the datasets of ``loaders`` and the
-    distributed set-up, then builds the Runner (``runner_type`` if the config
-    names one).
+    ``work_dirs/<config name>``), checks the datasets of ``loaders``, the
+    checkpoint ``--resume`` would continue from and the distributed set-up,
+    then builds the Runner (``runner_type`` if the config names one).
     """
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
@@ -151,5 +190,6 @@ def build_runner(cfg: Config, config_path: str, work_dir: Optional[str], launche
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
     check_datasets(cfg, loaders)
+    check_resume_checkpoint(cfg)
     setup_distributed(cfg, launcher)
     return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)

@@ -1,30 +1,193 @@
-"""Checkpoint loading on torch >= 2.6 with mmengine 0.10.7, and backbone weight hand-off."""
-import os.path as osp
-from collections import OrderedDict
+"""Loading checkpoints without running code from them, and the backbone weight hand-off.
 
+torch unpickles with ``weights_only=True``: tensors, containers, numbers and
+strings, and any other class or function only where the load allows it by
+name. Checkpoints written by mmengine, mmdet, mmseg and mmpretrain also hold
+mmengine's ``HistoryBuffer`` (the message hub's logged scalars) and numpy
+arrays, dtypes and scalars: :data:`SAFE_GLOBALS` allows exactly those, during
+this module's loads only. Importing mmlavit routes mmengine's loader of local
+files through :func:`load_from_local`, so ``load_from``, resume, ``init_cfg``
+Pretrained, ``init_detector`` and the tools all load that way.
+
+A file that needs anything else is refused with :class:`UntrustedCheckpointError`
+before any of it runs. A file the user vouches for is named in the environment
+variable ``MMLAVIT_TRUSTED_CHECKPOINTS`` and is then unpickled in full.
+"""
+import logging
+import os
+import os.path as osp
+import pickle
+import re
+import threading
+import zipfile
+from collections import OrderedDict
+from contextlib import contextmanager
+from typing import List
+
+import numpy as np
 import torch
+from mmengine.logging import HistoryBuffer, print_log
+from mmengine.runner import checkpoint as mmengine_checkpoint
 from mmengine.runner.checkpoint import CheckpointLoader
 
+#: Paths (separated by ``os.pathsep``) of checkpoints to unpickle in full, code included.
+TRUST_ENV = 'MMLAVIT_TRUSTED_CHECKPOINTS'
 
-def _load_from_local_trusted(filename, map_location):
-    """mmengine's local loader with ``weights_only=False``.
+# HistoryBuffer's default statistics methods, which it pickles with its state.
+_HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
+_NUMERIC_DTYPES = (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
+                   np.float16, np.float32, np.float64)
 
-    torch >= 2.6 loads with ``weights_only=True`` by default, which cannot
-    unpickle what mmengine 0.10.7 writes into its checkpoints (HistoryBuffer,
-    numpy objects), so resume and ``load_from`` fail. mmengine's fix (PR
-    #1670) is not released. Local checkpoints are files the user chose to load
-    and are trusted as such: never point a config at a checkpoint you would not
-    run as code.
+
+def _history_buffer_statistic(owner, name):
+    """``getattr`` as far as mmengine's checkpoints use it: a statistics method of HistoryBuffer.
+
+    Pickle protocol 2 (torch.save's) writes a method as ``getattr(class, name)``.
+    """
+    if owner is not HistoryBuffer or name not in _HISTORY_BUFFER_STATISTICS:
+        raise pickle.UnpicklingError(f'getattr({owner!r}, {name!r}) is not allowed in a checkpoint')
+    return getattr(HistoryBuffer, name)
+
+
+_multiarray = np._core.multiarray
+#: What a checkpoint may hold beyond torch's own allowlist: what the tests find in real mmengine, mmdet,
+#: mmseg and mmpretrain checkpoints (tests/test_checkpoint_safety.py).
+SAFE_GLOBALS = [
+    HistoryBuffer,
+    (_history_buffer_statistic, 'builtins.getattr'),
+    np.ndarray,
+    np.dtype,
+    _multiarray._reconstruct,
+    _multiarray.scalar,
+    # Checkpoints written under numpy < 2 name the same functions in numpy.core.
+    (_multiarray._reconstruct, 'numpy.core.multiarray._reconstruct'),
+    (_multiarray.scalar, 'numpy.core.multiarray.scalar'),
+    # A dtype is unpickled as an instance of its class (HistoryBuffer's are float64 and int64); all
+    # numeric widths are allowed alike, object and other non-numeric dtypes are not.
+    *(type(np.dtype(numeric)) for numeric in _NUMERIC_DTYPES),
+]
+_ALLOWLIST_LOCK = threading.Lock()
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be loaded; the message names the file and the way on."""
+
+
+class UntrustedCheckpointError(CheckpointError):
+    """A checkpoint that needs more than :data:`SAFE_GLOBALS` to unpickle: it could run code."""
+
+
+class IncompleteCheckpointError(CheckpointError):
+    """A checkpoint file that stops before its end."""
+
+
+@contextmanager
+def _allowlist():
+    """Lets torch's weights-only unpickler build :data:`SAFE_GLOBALS` inside the block."""
+    with _ALLOWLIST_LOCK:
+        # safe_globals forgets on exit what it was given: leave out what the process allowed itself.
+        allowed = set(torch.serialization.get_safe_globals())
+        with torch.serialization.safe_globals([item for item in SAFE_GLOBALS if item not in allowed]):
+            yield
+
+
+def unsafe_globals(filename: str) -> List[str]:
+    """The globals (``module.name``) the checkpoint names that neither torch nor :data:`SAFE_GLOBALS` allows."""
+    with _allowlist():
+        return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(filename))
+
+
+def is_incomplete_checkpoint(filename: str) -> bool:
+    """Whether the file stops short: empty, or a zip archive (torch.save's format) without its end record."""
+    with open(filename, 'rb') as f:
+        head = f.read(4)
+    return not head or (head == b'PK\x03\x04' and not zipfile.is_zipfile(filename))
+
+
+def incomplete_checkpoint_message(filename: str, fix: str) -> str:
+    """The message of an :class:`IncompleteCheckpointError`, ending with ``fix``."""
+    return (f'checkpoint {filename} is incomplete: the file stops before its end ({osp.getsize(filename)} '
+            f'bytes), as when a run is killed while writing it or a copy is cut short. {fix}')
+
+
+def _is_trusted(filename: str) -> bool:
+    named = os.environ.get(TRUST_ENV, '').split(os.pathsep)
+    return osp.realpath(filename) in {osp.realpath(osp.expanduser(path)) for path in named if path}
+
+
+def _reason(error: Exception) -> str:
+    """What failed: the last paragraph of the error's message before torch's general advice."""
+    paragraphs = [text.strip() for text in str(error).split('Check the documentation')[0].split('\n\n')]
+    return ([text for text in paragraphs if text] or [''])[-1]
+
+
+def _untrusted(filename: str, needs: str) -> UntrustedCheckpointError:
+    return UntrustedCheckpointError(
+        f'checkpoint {filename} was not loaded: unpickling it needs {needs}, and checkpoints are only loaded '
+        f'with tensors, containers, numbers, strings, numpy arrays and mmengine\'s HistoryBuffer, so that '
+        f'loading one cannot run code from the file.\n'
+        f'  If you trust this file (you wrote it, or its source is one you would run code from), name it in '
+        f'the environment: {TRUST_ENV}={osp.abspath(filename)}\n'
+        f'  Its pickle is then loaded in full, code included (README: "Checkpoints and safety").')
+
+
+def _load_error(filename: str, error: Exception, trusted: bool) -> Exception:
+    """What a failed load raises: an incomplete file, a refusal, a file that is no checkpoint, or ``error``."""
+    if isinstance(error, EOFError) or is_incomplete_checkpoint(filename):
+        return IncompleteCheckpointError(
+            incomplete_checkpoint_message(filename, 'Load an earlier checkpoint, or copy the file again.'))
+    archive = zipfile.is_zipfile(filename)  # torch.save's format; older torch wrote a bare pickle stream
+    if isinstance(error, pickle.UnpicklingError) and not trusted:
+        if archive:
+            return _untrusted(filename, ', '.join(unsafe_globals(filename)) or _reason(error))
+        found = re.search(r'unsupported (?:global: )?GLOBAL (\S+)', str(error), re.IGNORECASE)
+        if found:
+            return _untrusted(filename, found.group(1))
+    return error if archive else CheckpointError(
+        f'{filename} is not a checkpoint torch can read ({type(error).__name__}: {_reason(error)})')
+
+
+def load_from_local(filename: str, map_location=None):
+    """Loads a local checkpoint without running code from it: mmengine's local loader, made safe.
+
+    The file is unpickled with ``weights_only=True`` and :data:`SAFE_GLOBALS`;
+    one that ``MMLAVIT_TRUSTED_CHECKPOINTS`` names is unpickled in full.
+
+    Args:
+        filename (str): The checkpoint file.
+        map_location: As for :func:`torch.load`. Default: None.
+
+    Returns:
+        The checkpoint (usually a dict).
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        UntrustedCheckpointError: The file needs a global outside the allowlist.
+        IncompleteCheckpointError: The file stops before its end.
+        CheckpointError: The file is not a checkpoint torch can read.
     """
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f'checkpoint {filename} can not be found.')
-    return torch.load(filename, map_location=map_location, weights_only=False)
+    trusted = _is_trusted(filename)
+    if trusted:
+        print_log(f'{TRUST_ENV} names {filename}: unpickling it in full, code included', logger='current',
+                  level=logging.WARNING)
+    try:
+        with _allowlist():
+            return torch.load(filename, map_location=map_location, weights_only=not trusted)
+    except Exception as error:  # which one torch raises depends on where the file goes wrong
+        raise _load_error(filename, error, trusted) from None
 
 
-def register_trusted_local_loader():
-    """Replaces mmengine's loader of local paths (prefix '') with the trusted one."""
-    CheckpointLoader.register_scheme(prefixes='', loader=_load_from_local_trusted, force=True)
+def register_safe_local_loader() -> None:
+    """Makes mmengine's ``CheckpointLoader`` load local files with :func:`load_from_local`.
+
+    Only mmengine's own loader of local paths is replaced: a loader that other
+    code registered for them, and the loaders of other schemes, stay.
+    """
+    if CheckpointLoader._schemes.get('') is mmengine_checkpoint.load_from_local:
+        CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)
 
 
 def _common_prefixes(keys, depth=2):
@@ -66,6 +229,8 @@ def load_backbone_state_dict(init_cfg: dict, module: torch.nn.Module) -> dict:
 
     Raises:
         FileNotFoundError: The checkpoint file does not exist.
+        CheckpointError: The file is refused, incomplete or no checkpoint
+            (see :func:`load_from_local`).
         ValueError: No key carries the prefix, or none matches the module.
     """
     path = init_cfg['checkpoint']
