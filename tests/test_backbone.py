@@ -108,6 +108,29 @@ def test_la_layer_reproduces_previous_scores_at_init():
     assert la_count == 10
 
 
+def test_from_scratch_init_follows_pvtv2():
+    """The MixFFN's linear layers start as the 1x1 convolutions they are in PVTv2; other linear layers as in ViT."""
+    torch.manual_seed(0)
+    model = LaViT(arch='t')
+    model.init_weights()
+    ffn = model.stages[2].layers[0].ffn
+    assert ffn.fc1.weight.std().item() == pytest.approx((2 / 1280) ** 0.5, rel=0.05)
+    assert ffn.fc2.weight.std().item() == pytest.approx((2 / 320) ** 0.5, rel=0.05)
+    assert model.stages[2].layers[0].attn.query.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    assert ffn.fc1.bias.abs().sum() == 0
+    # The FFN branch starts at the scale of its input (with the 0.02 init: 5-30%).
+    inputs = torch.randn(1, 20, 20, 320)
+    with torch.no_grad():
+        assert ffn(inputs).norm() / inputs.norm() > 0.8
+
+    vit_init = LaViT(arch='t', init_cfg=dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.))
+    vit_init.init_weights()
+    assert vit_init.stages[2].layers[0].ffn.fc1.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    assert torch.equal(vit_init.stages[2].layers[1].attn.theta_weight, torch.eye(49))
+    conv = vit_init.stages[0].layers[0].ffn.dwconv.weight  # normal, std sqrt(2 / (3 * 3)), in both
+    assert conv.std().item() == pytest.approx((2 / 9) ** 0.5, rel=0.05)
+
+
 def test_la_layers_transform_scores_once_trained():
     model = LaViT(arch='t').eval()
     la = model.stages[0].layers[1].attn

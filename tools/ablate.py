@@ -5,6 +5,8 @@
     python tools/ablate.py --config MY_COCO_CONFIG --data-root data/coco/ --iters 90000 --lr 1e-4
 """
 from mmlavit.cli.ablation import main
+from mmlavit.cli.errors import exit_on_user_error
 
 if __name__ == '__main__':
-    main()
+    with exit_on_user_error():
+        main()

@@ -3,6 +3,8 @@
     python tools/analyze_attention.py CONFIG IMAGE [--checkpoint CKPT] [--compare pvtv2-b1]
 """
 from mmlavit.cli.attention_analysis import main
+from mmlavit.cli.errors import exit_on_user_error
 
 if __name__ == '__main__':
-    main()
+    with exit_on_user_error():
+        main()

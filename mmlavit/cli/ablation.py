@@ -59,6 +59,9 @@ DEFAULT_DATA = dict(num_train=300, num_val=80, size=160, seed=0)
 LAVIT_T = LaViT.arch_zoo['t']
 VARIANTS = {
     'lavit-t': dict(type='mmlavit.LaViT', arch='t'),
+    # Every linear layer, the MixFFN's too, starts as in ViT (truncated normal, std 0.02).
+    'lavit-t-vit-init': dict(type='mmlavit.LaViT', arch='t',
+                             init_cfg=dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.)),
     'lavit-t-all-va': dict(type='mmlavit.LaViT', arch=dict(LAVIT_T, va_layers=LAVIT_T['depths'])),
     'lavit-t-no-ar': dict(type='mmlavit.LaViT', arch='t', attn_residual=False),
     'lavit-t-no-dp': dict(type='mmlavit.LaViT', arch='t', dp_weight=0.),

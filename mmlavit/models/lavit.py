@@ -17,7 +17,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmlavit.registry import MODELS
 from mmlavit.utils import load_backbone_state_dict
-from .attention import AttentionResidual, LessAttention, PooledCells, VanillaAttention
+from .attention import AttentionResidual, LessAttention, VanillaAttention
 from .diagonality import layer_dp_loss
 from .grid import pad_to_multiple
 from .mixffn import MixFFN
@@ -109,20 +109,14 @@ class Downsample(BaseModule):
         x (B, C_in, H, W) NCHW -> (B, ceil(H/k), ceil(W/k), embed_dims) channels-last.
     """
 
-    def __init__(self, in_channels, embed_dims, stride, norm_cfg=dict(type='LN'), kernel_size=None,
-                 init_cfg=None):
+    def __init__(self, in_channels, embed_dims, stride, norm_cfg=dict(type='LN'), init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         self.stride = stride
-        kernel_size = kernel_size or stride
-        self.overlapping = kernel_size > stride
-        self.proj = nn.Conv2d(in_channels, embed_dims, kernel_size, stride=stride,
-                              padding=kernel_size // 2 if self.overlapping else 0)
+        self.proj = nn.Conv2d(in_channels, embed_dims, stride, stride=stride)
         self.norm = build_norm_layer(norm_cfg, embed_dims)[1]
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.overlapping:
-            x = pad_to_multiple(x, self.stride)
-        return self.norm(self.proj(x).permute(0, 2, 3, 1))
+        return self.norm(self.proj(pad_to_multiple(x, self.stride)).permute(0, 2, 3, 1))
 
 
 class LaViTStage(BaseModule):
@@ -151,14 +145,13 @@ class LaViTStage(BaseModule):
     """
 
     def __init__(self, in_channels, embed_dims, num_heads, depth, va_layers, mlp_ratio,
-                 downsample_stride, residual_heads, layer_kwargs, drop_path_rates, downsample_kernel=None,
+                 downsample_stride, residual_heads, layer_kwargs, drop_path_rates,
                  ar_layer_scale_init=0.1, norm_cfg=dict(type='LN'), init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         if not 1 <= va_layers <= depth:
             raise ValueError(f'a stage needs 1 <= va_layers <= depth, got va_layers={va_layers}, '
                              f'depth={depth}')
-        self.downsample = Downsample(in_channels, embed_dims, downsample_stride, norm_cfg,
-                                     kernel_size=downsample_kernel)
+        self.downsample = Downsample(in_channels, embed_dims, downsample_stride, norm_cfg)
         self.attn_residual = None
         if residual_heads is not None:
             self.attn_residual = AttentionResidual(residual_heads, num_heads, ar_layer_scale_init)
@@ -276,7 +269,7 @@ class LaViT(BaseModule):
                  ar_layer_scale_init=0.1, dp_weight=0.1, out_indices=(0, 1, 2, 3), qkv_bias=True,
                  drop_rate=0., attn_drop_rate=0., drop_path_rate=0.1, act_cfg=dict(type='GELU'),
                  norm_cfg=dict(type='LN'), frozen_stages=-1, norm_eval=False, with_cp=False,
-                 stem_kernel=None, merge_kernel=None, init_style='trunc', init_cfg=None):
+                 init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         self.arch_settings = self._resolve_arch(arch)
         num_stages = len(self.arch_settings['depths'])
@@ -313,11 +306,9 @@ class LaViT(BaseModule):
                 layer_kwargs=layer_kwargs,
                 drop_path_rates=drop_path_rates[first_layer:first_layer + depths[index]],
                 ar_layer_scale_init=ar_layer_scale_init,
-                norm_cfg=norm_cfg,
-                downsample_kernel=(stem_kernel if index == 0 else merge_kernel)))
+                norm_cfg=norm_cfg))
             channels, heads = self.embed_dims[index], self.arch_settings['num_heads'][index]
 
-        self.init_style = init_style
         self._dp_loss = None
         self._warned_unconsumed = False
         # Before any wrapper (DDP registers the parameters that need gradients when it wraps).
@@ -347,10 +338,15 @@ class LaViT(BaseModule):
         return arch
 
     def init_weights(self):
-        """Loads the ``Pretrained`` init_cfg's checkpoint, or initialises from scratch as PVT does.
+        """Loads the ``Pretrained`` init_cfg's checkpoint, or initialises from scratch.
 
-        A ``Pretrained`` init_cfg whose checkpoint is None (the shipped
-        configs' default) trains from scratch, with a log line saying so.
+        From scratch, every layer starts as PVTv2 initialises its counterpart
+        (see :meth:`init_from_scratch`); then an ``init_cfg`` other than
+        ``Pretrained`` is applied on top, e.g.
+        ``dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.)`` gives
+        every linear layer the ViT initialisation. A ``Pretrained`` init_cfg
+        whose checkpoint is None (the shipped configs' default) trains from
+        scratch, with a log line saying so.
         """
         logger = MMLogger.get_current_instance()
         pretrained = self.init_cfg is not None and self.init_cfg.get('type') == 'Pretrained'
@@ -359,11 +355,23 @@ class LaViT(BaseModule):
             load_state_dict(self, state_dict, strict=False, logger=logger)
             self._is_init = True
             return
-        if self.init_cfg is not None and not pretrained:
-            super().init_weights()
-            return
         logger.warning(f'No pre-trained weights for {self.__class__.__name__}, '
                        'training starts from scratch')
+        self.init_from_scratch()
+        if self.init_cfg is not None and not pretrained:
+            super().init_weights()
+
+    def init_from_scratch(self):
+        """Initialises every layer as PVTv2 initialises its counterpart.
+
+        Linear layers: truncated normal, std 0.02. The MixFFN's two linear
+        layers are 1x1 convolutions in PVTv2's and SegFormer's MixFFN, and like
+        every convolution they start normal with std sqrt(2 / fan_out): with the
+        0.02 init the FFN would start at 5-30% of its input's scale, nearly an
+        identity, and a detector trained from scratch learns far more slowly
+        (docs/design.md, "Initialisation"). LayerNorms: 1 and 0. The LA
+        transforms start as the identity, the attention residual as an average.
+        """
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 trunc_normal_init(module, std=.02, bias=0.)
@@ -371,22 +379,13 @@ class LaViT(BaseModule):
                 constant_init(module, 1.0, bias=0.)
             elif isinstance(module, nn.Conv2d):
                 fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels
-                fan_out //= module.groups
-                normal_init(module, 0, math.sqrt(2.0 / fan_out))
+                normal_init(module, 0, math.sqrt(2.0 / (fan_out // module.groups)))
             elif isinstance(module, LessAttention):
                 module.init_identity()
-        if self.init_style == 'pvt':
-            for module in self.modules():
-                if isinstance(module, MixFFN):
-                    for fc in (module.fc1, module.fc2):
-                        normal_init(fc, 0, math.sqrt(2.0 / fc.out_features))
-                elif isinstance(module, PooledCells):
-                    normal_init(module.proj, 0, math.sqrt(2.0 / module.proj.out_features))
-                elif isinstance(module, VanillaAttention):
-                    nn.init.xavier_uniform_(module.query.weight)
-                    nn.init.xavier_uniform_(module.cell_proj.weight)
-                elif isinstance(module, LessAttention):
-                    nn.init.xavier_uniform_(module.cell_proj.weight)
+        for module in self.modules():
+            if isinstance(module, MixFFN):
+                for fc in (module.fc1, module.fc2):
+                    normal_init(fc, 0, math.sqrt(2.0 / fc.out_features), bias=0.)
 
     def train(self, mode=True):
         super().train(mode)
