@@ -27,9 +27,11 @@ def assert_png(path):
 
 def test_benchmark_measures_and_writes(tmp_path):
     process = run_tool('tools/benchmark.py', '--models', 'lavit-t', 'pvtv2-b1', '--sizes', '64x64', '--repeats',
-                       '1', '--warmup', '1', '--reference', 'lavit-t', '--out-dir', tmp_path, env=ONE_THREAD)
+                       '1', '--warmup', '1', '--reference', 'lavit-t', '--onnxruntime', '--out-dir', tmp_path,
+                       env=ONE_THREAD)
     assert process.returncode == 0, process.stderr[-3000:]
     assert 'Ratios against lavit-t' in process.stdout and '| pvtv2-b1 |' in process.stdout
+    assert '| lavit-t | 64x64 |' in process.stdout.split('ONNX Runtime (CPU) beside PyTorch')[1]
     report = json.loads((tmp_path / 'benchmark.json').read_text())
 
     conditions = report['conditions']
@@ -43,6 +45,10 @@ def test_benchmark_measures_and_writes(tmp_path):
         assert len(row['fwd_samples_ms']) == len(row['fwd_bwd_samples_ms']) == 1
         # A training step holds at least the gradients: 4 bytes per parameter.
         assert row['train_peak_mb'] >= 0.9 * row['params_m'] * 1e6 * 4 / 2**20
+    # ONNX Runtime runs the LaViT backbones only, in the same interleaved rounds as the forwards.
+    assert rows['lavit-t']['onnxruntime_fwd_ms'] > 0 and 'onnxruntime_fwd_ms' not in rows['pvtv2-b1']
+    assert len(rows['lavit-t']['onnxruntime_fwd_samples_ms']) == 1
+    assert 'onnxruntime' in conditions['onnxruntime']
     ratios = report['ratios']['64x64']
     assert all(value == pytest.approx(1.0) for value in ratios['lavit-t'].values())
     assert ratios['pvtv2-b1']['fwd_ms'] == pytest.approx(rows['pvtv2-b1']['fwd_ms'] / rows['lavit-t']['fwd_ms'])
@@ -100,9 +106,11 @@ def test_flop_count_includes_every_attention_product(less_attention):
         with torch.no_grad():
             return count_flops(attn, inputs).total()
 
-    # Per query: the value product with the output projection folded in (h K C), the pooling
-    # (C), and either the query-key product (h K C) or Theta (h K^2) and Psi (h K 3^2).
-    per_query = heads * cells * channels + channels
+    # Per query: the value product with the output projection folded in (h K C), the pooling's
+    # product over the width (P C), and either the query-key product (h K C) or Theta (h K^2) and
+    # Psi (h K 3^2). Per grid row: the pooling's product over the height (P^2 C).
+    pool = 3
+    per_query = heads * cells * channels + pool * channels
     per_query += heads * cells * (cells + 9) if less_attention else heads * cells * channels
     assert attn.folds_projections(8 * 8)
-    assert flops(16) - flops(8) == per_query * (16 * 16 - 8 * 8)
+    assert flops(16) - flops(8) == per_query * (16 * 16 - 8 * 8) + pool**2 * channels * (16 - 8)

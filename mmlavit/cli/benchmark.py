@@ -13,7 +13,11 @@ and Swin-T, mmseg's MiT-b1/b2) and measures each at each input size, batch 1:
 - the peak memory of a training step (forward+backward), as
   :mod:`mmlavit.cli.memory` measures it;
 - for LaViT, the time of each VA and LA layer and of its attention, per stage
-  (forward hooks, in extra interleaved forward runs).
+  (forward hooks, in extra interleaved forward runs);
+- with --onnxruntime (CPU), for LaViT, the forward latency of its backbone
+  exported to ONNX (once, with dynamic sizes, by :mod:`mmlavit.cli.onnx_export`)
+  and run by ONNX Runtime with the same thread count, interleaved with the
+  PyTorch forwards.
 
 It prints the tables and the ratios against --reference (LaViT-S) and writes
 benchmark.json, benchmark.png (ratio bar chart) and layers.png (VA vs LA
@@ -24,22 +28,26 @@ about 20 minutes on one thread of a 2-core EPYC VM, so narrow it with
     python tools/benchmark.py
     python tools/benchmark.py --sizes 800x1333 --models lavit-s pvtv2-b2 swin-t --repeats 5
     python tools/benchmark.py --device cuda --amp
+    python tools/benchmark.py --models lavit-t lavit-s --sizes 224x224 512x512 --onnxruntime
 """
 import argparse
 import json
 import os
 import platform
 import statistics
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import onnxruntime
 import torch
 
 from mmlavit.models.lavit import LaViT
 from .flops import BACKBONES, build_backbone, measure
 from .memory import measure_memory, memory_method
+from .onnx_export import BackboneFeatures, export_onnx, onnxruntime_session
 from .steps import forward, set_mode, synchronize, training_step
 
 DEFAULT_SIZES = ('224x224', '512x512', '800x1333')
@@ -51,6 +59,29 @@ def parse_size(text):
     """'800x1333' -> (800, 1333) (height, width)."""
     height, width = text.lower().split('x')
     return int(height), int(width)
+
+
+class OnnxRuntimeBackbone:
+    """A backbone exported to ONNX with dynamic sizes and run by ONNX Runtime on the CPU; called like the model.
+
+    Args:
+        model (nn.Module): The backbone, in eval mode.
+        threads (int): ONNX Runtime's intra-op threads.
+    """
+
+    def __init__(self, model, threads):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / 'backbone.onnx'
+            export_onnx(BackboneFeatures(model), path)
+            self.session = onnxruntime_session(path, threads)
+
+    def __call__(self, inputs):
+        return self.session.run(None, {'image': inputs.numpy()})
+
+
+def onnxruntime_name(name):
+    """The key of a model's ONNX Runtime counterpart among the timed models."""
+    return f'{name} (onnxruntime)'
 
 
 def time_interleaved(models, run, inputs, device, amp, warmup, repeats):
@@ -154,6 +185,10 @@ def conditions(args, device):
                 batch=1, memory_method=memory_method(device),
                 flops_method='mmengine FlopAnalyzer (multiply-add = 1 FLOP), backbone only, eval mode',
                 load_average=os.getloadavg())
+    if args.onnxruntime:
+        info['onnxruntime'] = (f'onnxruntime {onnxruntime.__version__}, CPU, {args.threads} intra-op thread(s); '
+                               'each LaViT backbone exported once (dynamic batch, height and width) and run at '
+                               'every size')
     if device.type == 'cuda':
         info['gpu'] = torch.cuda.get_device_name(device)
     else:
@@ -187,6 +222,15 @@ def format_report(report):
                       '|---|' + '---:|' * len(METRICS)]
             lines += [f'| {name} | ' + ' | '.join(f'{row[key]:.2f}' for key, _ in METRICS) + ' |'
                       for name, row in report['ratios'][size].items()]
+        lines.append('')
+    onnx_rows = [(size, name, row) for size, rows in report['results'].items() for name, row in rows.items()
+                 if 'onnxruntime_fwd_ms' in row]
+    if onnx_rows:
+        lines += ['### ONNX Runtime (CPU) beside PyTorch: forward (eval, batch 1), same run', '',
+                  '| model | size | PyTorch (ms) | ONNX Runtime (ms) | ONNX Runtime / PyTorch |',
+                  '|---|---|---:|---:|---:|']
+        lines += [f'| {name} | {size} | {row["fwd_ms"]:.1f} | {row["onnxruntime_fwd_ms"]:.1f} '
+                  f'| {row["onnxruntime_fwd_ms"] / row["fwd_ms"]:.2f} |' for size, name, row in onnx_rows]
         lines.append('')
     if report['layers']:
         lines += ['### LaViT layers (forward, eval): mean per VA / LA layer of each stage', '',
@@ -253,10 +297,18 @@ def run_benchmark(args):
     device = torch.device(args.device)
     if args.amp and device.type != 'cuda':
         raise ValueError('--amp needs a CUDA device')
+    if args.onnxruntime and device.type != 'cpu':
+        raise ValueError('--onnxruntime compares with ONNX Runtime on the CPU: it needs --device cpu')
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     sizes = [parse_size(size) for size in args.sizes]
     models = {name: build_backbone(name).to(device) for name in args.models}
+    runtimes = {}
+    if args.onnxruntime:
+        for name, model in models.items():
+            if isinstance(model, LaViT):
+                print(f'exporting {name} to ONNX ...', flush=True)
+                runtimes[onnxruntime_name(name)] = OnnxRuntimeBackbone(model, args.threads)
     report = dict(conditions=conditions(args, device), reference=args.reference, results={}, layers={})
     peaks = measure_memory(args.models, sizes, device, args.amp, args.threads)
     for size_index, shape in enumerate(sizes):
@@ -264,7 +316,8 @@ def run_benchmark(args):
         print(f'measuring {size} ...', flush=True)
         inputs = torch.rand(1, 3, *shape, device=device)
         set_mode(models, False)
-        fwd = time_interleaved(models, forward, inputs, device, args.amp, args.warmup, args.repeats)
+        fwd = time_interleaved({**models, **runtimes}, forward, inputs, device, args.amp, args.warmup,
+                               args.repeats)
         set_mode(models, True)
         fwd_bwd = time_interleaved(models, training_step, inputs, device, args.amp, args.warmup,
                                    args.repeats)
@@ -276,6 +329,9 @@ def run_benchmark(args):
             rows[name] = dict(params_m=params, gflops=flops, fwd_ms=min(fwd[name]),
                               fwd_bwd_ms=min(fwd_bwd[name]), train_peak_mb=peaks[name][size_index],
                               fwd_samples_ms=fwd[name], fwd_bwd_samples_ms=fwd_bwd[name])
+            if onnxruntime_name(name) in runtimes:
+                samples = fwd[onnxruntime_name(name)]
+                rows[name].update(onnxruntime_fwd_ms=min(samples), onnxruntime_fwd_samples_ms=samples)
     report['conditions']['load_average_end'] = os.getloadavg()
     report['ratios'] = ratios(report['results'], args.reference)
     return report
@@ -292,6 +348,8 @@ def parse_args(argv=None):
     parser.add_argument('--threads', type=int, default=1, help='torch CPU threads (torch.set_num_threads)')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--amp', action='store_true', help='fp16 autocast (CUDA only)')
+    parser.add_argument('--onnxruntime', action='store_true',
+                        help='also time the LaViT backbones exported to ONNX in ONNX Runtime (CPU only)')
     parser.add_argument('--out-dir', default='outputs/benchmark')
     return parser.parse_args(argv)
 

@@ -2,9 +2,10 @@
 
 FLOPs come from mmengine's FlopAnalyzer (fvcore's jit-traced counter: one
 multiply-add counts as one FLOP; matmul/bmm/baddbmm/einsum, so the attention
-products, and convolutions and linear layers are counted; element-wise ops,
-norms, softmax and pooling are not and are listed). Backbone only, batch 1,
-eval mode.
+products and LaViT's pooling onto the key cells (two averaging-matrix
+products), and convolutions and linear layers are counted; element-wise ops,
+norms, softmax and the peers' pooling are not and are listed). Backbone only,
+batch 1, eval mode.
 
     python tools/get_flops.py                      # 224x224, all models
     python tools/get_flops.py --shape 800 1333 --models lavit-s pvtv2-b2

@@ -22,6 +22,7 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from .grid import adaptive_avg_pool, pad_to_multiple
+from .precision import autocast_disabled
 
 
 def per_head_depthwise_conv(scores: Tensor, weight: Tensor, hw: Tuple[int, int],
@@ -252,7 +253,7 @@ class LessAttention(PooledAttention):
         """Theta over the key axis, then Psi over the query grid, (B, heads, K, N) -> same."""
         batch, heads, num_cells, num_queries = prev_scores.shape
         prev = prev_scores.reshape(batch * heads, num_cells, num_queries).to(self.theta_weight.dtype)
-        with torch.autocast(prev_scores.device.type, enabled=False):
+        with autocast_disabled(prev_scores.device.type):
             # A batched product with the bias fused: matmul with the 2-D Theta first would read the
             # scores through a transposed copy and add the bias in another pass.
             scores = torch.baddbmm(self.theta_bias[:, None], self.theta_weight.expand(batch * heads, -1, -1), prev)
@@ -294,7 +295,7 @@ class AttentionResidual(BaseModule):
         self.gamma = nn.Parameter(torch.full((out_heads, ), float(layer_scale_init)))
 
     def forward(self, scores: Tensor, hw: Tuple[int, int]) -> Tensor:
-        with torch.autocast(scores.device.type, enabled=False):
+        with autocast_disabled(scores.device.type):
             scores, _ = per_head_depthwise_conv(scores.to(self.head_mix.dtype), self.downsample_weight, hw,
                                                 stride=2)
             batch, in_heads, num_cells, num_queries = scores.shape

@@ -3,9 +3,20 @@
 Every place that pads a grid (the stem, the 2x2 merging between stages, the
 attention residual) or averages it onto the pooled cells (the key/value cells,
 the DP loss) goes through these functions, so that their grids always agree.
+
+Both read the grid's size only through tensor arithmetic or symbolic-size
+checks, never through a branch that a tracer would freeze: ``torch.export``
+(and so ``torch.onnx.export(..., dynamo=True)``) records them with symbolic
+height and width, and the exported graph is right at every input size.
 """
+import functools
+
+import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.fx.experimental.symbolic_shapes import statically_known_true
+
+from .precision import autocast_disabled
 
 
 def pad_to_multiple(maps: Tensor, multiple: int) -> Tensor:
@@ -19,21 +30,94 @@ def pad_to_multiple(maps: Tensor, multiple: int) -> Tensor:
         Tensor: Shape (B, C, ceil(H / m) * m, ceil(W / m) * m).
     """
     height, width = maps.shape[-2:]
-    if height % multiple == 0 and width % multiple == 0:
+    # As ceil(n / m) * m - n rather than -n % m: the padded size is then ceil(n / m) * m itself,
+    # so the symbolic sizes of the later stages stay short expressions when exported.
+    pad_height = (height + multiple - 1) // multiple * multiple - height
+    pad_width = (width + multiple - 1) // multiple * multiple - width
+    if _known_zero(pad_height) and _known_zero(pad_width):
         return maps
-    return F.pad(maps, (0, -width % multiple, 0, -height % multiple))
+    return F.pad(maps, (0, pad_width, 0, pad_height))
+
+
+def _known_zero(size) -> bool:
+    """Whether a size is certainly 0 without a guard on it.
+
+    True for an int 0. A symbolic size (``torch.export``) is only known when
+    its expression is zero for every input, so an exported graph keeps a pad
+    that is 0 at the example's size; a size traced by ``torch.jit.trace``
+    (a tensor) is never known.
+    """
+    return not isinstance(size, Tensor) and statically_known_true(size == 0)
+
+
+def averaging_matrix(length: int, size: int, like: Tensor) -> Tensor:
+    """The (size, length) matrix that averages an axis of ``length`` onto ``size`` cells.
+
+    Row i averages [floor(i n / P), ceil((i + 1) n / P)), the windows of
+    ``F.adaptive_avg_pool2d``. Built from ``length`` with tensor arithmetic,
+    so that it follows a symbolic size; for an int length it is built once
+    (every layer of a training step pools grids of the same few sizes).
+
+    Args:
+        length (int): n, the axis length (an int or a symbolic size).
+        size (int): P, the number of cells.
+        like (Tensor): Gives the dtype and device.
+
+    Returns:
+        Tensor: Shape (P, n); each row is 1 / window length inside its window, 0 elsewhere.
+    """
+    if isinstance(length, int):
+        return _cached_averaging_matrix(length, size, like.dtype, like.device)
+    return _build_averaging_matrix(length, size, like.dtype, like.device)
+
+
+def _build_averaging_matrix(length, size: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """:func:`averaging_matrix` of a given dtype and device, built."""
+    cells = torch.arange(size, device=device)
+    start = cells * length // size
+    end = ((cells + 1) * length + size - 1) // size
+    positions = torch.arange(length, device=device)
+    inside = (positions >= start[:, None]) & (positions < end[:, None])
+    return inside.to(dtype) / (end - start)[:, None].to(dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_averaging_matrix(length: int, size: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """:func:`_build_averaging_matrix` for concrete sizes, built once per size, dtype and device."""
+    # A normal tensor even when first asked for under inference_mode, so that training can use it.
+    with torch.inference_mode(False):
+        return _build_averaging_matrix(length, size, dtype, device)
 
 
 def adaptive_avg_pool(maps: Tensor, size: int) -> Tensor:
     """Averages an NCHW tensor onto a size x size grid (windows as ``F.adaptive_avg_pool2d``).
 
     Cell i of an axis of length n averages [floor(i n / P), ceil((i + 1) n / P)).
+    Adaptive average pooling is linear and separable: the pooled grid is
+    A_H X A_W^T with the averaging matrices of :func:`averaging_matrix`. Both
+    layouts reduce W first, then H, with products that read the input
+    without a copy: on channels-last storage (the key/value cells pool
+    channels-last tokens through an NCHW view) (P, W) x (W, C) per row, on
+    contiguous NCHW (the DP loss) one (B C H, W) x (W, P) product. They run
+    in the input's dtype, also under autocast.
 
     Args:
         maps (Tensor): Shape (B, C, H, W).
         size (int): P.
 
     Returns:
-        Tensor: Shape (B, C, P, P).
+        Tensor: Shape (B, C, P, P), channels-last if ``maps`` is.
     """
-    return F.adaptive_avg_pool2d(maps, size)
+    batch, channels, height, width = maps.shape
+    rows = averaging_matrix(height, size, maps)
+    cols = averaging_matrix(width, size, maps)
+    # Autocast would run the products in float16 (the DP loss pools float32 probabilities).
+    with autocast_disabled(maps.device.type):
+        if statically_known_true(maps.stride(1) == 1):
+            tokens = maps.permute(0, 2, 3, 1).reshape(batch * height, width, channels)
+            pooled = torch.bmm(cols.expand(batch * height, size, width), tokens)
+            pooled = torch.bmm(rows.expand(batch, size, height), pooled.view(batch, height, size * channels))
+            return pooled.view(batch, size, size, channels).permute(0, 3, 1, 2)
+        pooled = torch.mm(maps.reshape(-1, width), cols.t()).view(batch * channels, height, size)
+        pooled = torch.bmm(rows.expand(batch * channels, size, height), pooled)
+        return pooled.view(batch, channels, size, size)

@@ -1,0 +1,144 @@
+"""ONNX export with dynamic sizes: the grid operations, then tools/export_onnx.py on the demo configs.
+
+Every export is checked with ONNX Runtime against PyTorch at sizes other
+than the traced one (odd, non-square, smaller and larger), where a pooling
+window or a padding frozen at the export size gives wrong numbers or fails.
+Small backbones (the demo configs with fewer LaViT layers) keep them fast.
+"""
+import re
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mmlavit.cli.onnx_export import export_onnx, main, onnxruntime_session
+from mmlavit.cli.tool_process import REPO
+from mmlavit.models.grid import adaptive_avg_pool, pad_to_multiple
+
+#: Odd, non-square, smaller and larger than the 7 x 7 cells, and a multiple of 7 and of 4.
+SIZES = [(1, 1), (3, 5), (7, 7), (13, 6), (8, 28), (29, 41), (56, 56), (97, 161)]
+#: LaViT-T's widths with one VA and one LA layer in the first stage and one VA layer in each later one.
+SMALL_ARCH = dict(embed_dims=[64, 128, 320, 512], depths=[2, 1, 1, 1], va_layers=[1, 1, 1, 1],
+                  num_heads=[1, 2, 5, 8], mlp_ratios=[8, 8, 4, 4])
+#: One VA layer per stage, for the whole-model exports (the backbone test covers the LA layer).
+VA_ARCH = dict(SMALL_ARCH, depths=[1, 1, 1, 1])
+
+
+def padded(maps, multiple):
+    """Bottom/right zero padding to a multiple, written out."""
+    height, width = maps.shape[-2:]
+    return F.pad(maps, (0, -width % multiple, 0, -height % multiple))
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_adaptive_avg_pool_is_torch_pooling_at_many_sizes(channels_last):
+    for height, width in SIZES:
+        maps = torch.randn(2, 5, height, width, dtype=torch.float64)
+        if channels_last:
+            maps = maps.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+        maps.requires_grad_()
+        pooled = adaptive_avg_pool(maps, 7)
+        expected = F.adaptive_avg_pool2d(maps, 7)
+        torch.testing.assert_close(pooled, expected, rtol=1e-12, atol=1e-12)
+        grad = torch.randn_like(expected)
+        torch.testing.assert_close(torch.autograd.grad(pooled, maps, grad)[0],
+                                   torch.autograd.grad(expected, maps, grad)[0], rtol=1e-12, atol=1e-12)
+
+
+def test_adaptive_avg_pool_keeps_the_dtype_under_autocast():
+    maps = torch.randn(1, 4, 13, 9)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        pooled = adaptive_avg_pool(maps, 3)
+    assert pooled.dtype == torch.float32
+    torch.testing.assert_close(pooled, F.adaptive_avg_pool2d(maps, 3))
+
+
+def test_pad_to_multiple_pads_bottom_right_and_skips_aligned_grids():
+    for height, width in SIZES:
+        maps = torch.randn(1, 3, height, width)
+        for multiple in (2, 4):
+            assert torch.equal(pad_to_multiple(maps, multiple), padded(maps, multiple))
+    aligned = torch.randn(1, 3, 8, 12)
+    assert pad_to_multiple(aligned, 4) is aligned
+
+
+class GridOps(nn.Module):
+    """The grid operations of LaViT on an image batch, both pooling layouts."""
+
+    def forward(self, image):
+        channels_last = image.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+        return pad_to_multiple(image, 4), adaptive_avg_pool(image, 7), adaptive_avg_pool(channels_last, 7)
+
+
+def test_grid_ops_exported_at_one_size_are_right_at_others(tmp_path):
+    """Traced at 28x56 (a multiple of 4 and 7: no padding, equal windows), run at sizes that need both."""
+    path = tmp_path / 'grid.onnx'
+    export_onnx(GridOps(), path, shape=(28, 56), output_names=['padded', 'pooled', 'pooled_cl'])
+    session = onnxruntime_session(path)
+    for height, width in [(28, 56), (29, 41), (13, 6), (5, 3), (97, 161)]:
+        image = torch.randn(1, 3, height, width)
+        outputs = session.run(None, {'image': image.numpy()})
+        np.testing.assert_array_equal(outputs[0], padded(image, 4).numpy())
+        for pooled in outputs[1:]:
+            np.testing.assert_allclose(pooled, F.adaptive_avg_pool2d(image, 7).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def small_config(tmp_path, config, arch=SMALL_ARCH):
+    """A config inheriting ``config`` whose LaViT has fewer layers."""
+    path = tmp_path / 'small_config.py'
+    arch = dict(arch, _delete_=True)  # the base's arch is a name ('t')
+    path.write_text(f'_base_ = {str(REPO / config)!r}\nmodel = dict(backbone=dict(arch={arch!r}))\n')
+    return str(path)
+
+
+def run_export(capsys, *args):
+    """tools/export_onnx.py in this process; returns its report (stdout)."""
+    main([str(arg) for arg in args])
+    return capsys.readouterr().out
+
+
+def check_report(report, sizes, output_names):
+    """Every (size, output) has a row within the tolerance, and the tool says so."""
+    rows = [line.strip('| ').split(' | ') for line in report.splitlines() if re.match(r'\| \d+x\d+ \|', line)]
+    checked = {(row[0], row[2]) for row in rows if row[-1] == 'yes'}
+    assert checked == {(size, name) for size in sizes for name in output_names}, report
+    assert f'All {len(rows)} outputs within the tolerance' in report
+
+
+def assert_dynamic_input(path):
+    """The graph declares batch, height and width symbolic, channels fixed."""
+    image = onnx.load(str(path), load_external_data=False).graph.input[0]
+    dims = image.type.tensor_type.shape.dim
+    assert [bool(dim.dim_param) for dim in dims] == [True, False, True, True], dims
+    assert dims[1].dim_value == 3
+
+
+def test_export_backbone_right_at_every_size(tmp_path, capsys):
+    path = tmp_path / 'backbone.onnx'
+    report = run_export(capsys, small_config(tmp_path, 'configs/demo/mask_rcnn_lavit_t_shapes.py'), '--part',
+                        'backbone', '--out', path, '--check-sizes', '161x97', '32x32', '33x65', '256x200')
+    check_report(report, ['224x288', '161x97', '32x32', '33x65', '256x200'],
+                 ['stage1', 'stage2', 'stage3', 'stage4'])
+    assert_dynamic_input(path)
+
+
+def test_export_segmentor_logits_at_the_input_size(tmp_path, capsys):
+    """UperNet's pyramid pooling is adaptive pooling too: exported through the same averaging matrices."""
+    path = tmp_path / 'segmentor.onnx'
+    config = small_config(tmp_path, 'configs/demo/upernet_lavit_t_shapes_ade.py', VA_ARCH)
+    report = run_export(capsys, config, '--out', path, '--shape', '96x128', '--check-sizes', '161x97', '128x171')
+    check_report(report, ['96x128', '161x97', '128x171'], ['seg_logits'])
+    assert '| 161x97 | 1 | seg_logits | 1x4x161x97 |' in report
+    assert_dynamic_input(path)
+
+
+def test_export_two_stage_detector_features(tmp_path, capsys):
+    path = tmp_path / 'detector.onnx'
+    config = small_config(tmp_path, 'configs/demo/mask_rcnn_lavit_t_shapes.py', VA_ARCH)
+    report = run_export(capsys, config, '--out', path, '--check-sizes', '161x97', '200x333')
+    check_report(report, ['224x288', '161x97', '200x333'], [f'neck_{level}' for level in range(5)])
+    assert 'the RoI stages need NMS and RoIAlign' in report
+    assert_dynamic_input(path)

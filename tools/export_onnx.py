@@ -1,0 +1,9 @@
+"""ONNX export with dynamic batch, height and width, checked with ONNX Runtime (mmlavit/cli/onnx_export.py).
+
+    python tools/export_onnx.py configs/demo/upernet_lavit_t_shapes_ade.py --out lavit_upernet.onnx
+    python tools/export_onnx.py CONFIG CHECKPOINT --part backbone --out backbone.onnx
+"""
+from mmlavit.cli.onnx_export import main
+
+if __name__ == '__main__':
+    main()
