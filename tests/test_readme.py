@@ -13,7 +13,7 @@ from mmlavit.cli.tool_process import REPO
 README = (REPO / 'README.md').read_text()
 #: README commands cheap enough to run verbatim here (in the shell the README sets up).
 RUN_VERBATIM = (
-    'python tools/get_flops.py --shape 800 1333 --models lavit-s',
+    'python tools/get_flops.py --shape 512 683 --models lavit-t swin-t',
 )
 
 

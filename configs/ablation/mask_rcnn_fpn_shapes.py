@@ -11,25 +11,19 @@ image_size = (160, 160)
 max_iters = 600
 warmup_iters = 50
 
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='Resize', scale=image_size, keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=image_size, keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
-]
+# The demo's pipelines, resized to 160x160.
+train_pipeline = _base_.train_pipeline
+test_pipeline = _base_.test_pipeline
+for pipeline in (train_pipeline, test_pipeline):
+    [resize] = [step for step in pipeline if step['type'] == 'Resize']
+    resize['scale'] = image_size
+del pipeline, resize
 train_dataloader = dict(dataset=dict(data_root=data_root, pipeline=train_pipeline))
 # The demo leaves validation out; here it runs once, after the last iteration.
 val_dataloader = dict(
     _delete_=True, batch_size=4, num_workers=0, persistent_workers=False, drop_last=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(type='CocoDataset', data_root=data_root, metainfo={{_base_.metainfo}},
+    dataset=dict(type='CocoDataset', data_root=data_root, metainfo=_base_.metainfo,
                  ann_file='annotations/instances_val2017.json', data_prefix=dict(img='val2017/'),
                  test_mode=True, pipeline=test_pipeline))
 test_dataloader = val_dataloader
