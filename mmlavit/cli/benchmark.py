@@ -47,18 +47,12 @@ import torch
 from mmlavit.models.lavit import LaViT
 from .flops import BACKBONES, build_backbone, measure
 from .memory import measure_memory, memory_method
-from .onnx_export import BackboneFeatures, export_onnx, onnxruntime_session
+from .onnx_export import BackboneFeatures, export_onnx, onnxruntime_session, parse_size
 from .steps import forward, set_mode, synchronize, training_step
 
 DEFAULT_SIZES = ('224x224', '512x512', '800x1333')
 METRICS = (('gflops', 'GFLOPs'), ('fwd_ms', 'forward'), ('fwd_bwd_ms', 'forward+backward'),
            ('train_peak_mb', 'training peak memory'))
-
-
-def parse_size(text):
-    """'800x1333' -> (800, 1333) (height, width)."""
-    height, width = text.lower().split('x')
-    return int(height), int(width)
 
 
 class OnnxRuntimeBackbone:
