@@ -22,6 +22,12 @@ def test_variant_specs():
         ablation.parse_variant('lavit-xl')
 
 
+@pytest.mark.parametrize('variant,channels', [('lavit-t', [64, 128, 320, 512]), ('pvtv2-b1', [64, 128, 320, 512]),
+                                              ('swin-t', [96, 192, 384, 768])])
+def test_the_neck_takes_each_backbones_channels(variant, channels):
+    assert ablation.output_channels(ablation.VARIANTS[variant], 'mmdet') == channels
+
+
 def test_summary_is_mean_and_sample_std_over_seeds():
     runs = {'lavit-t': {0: dict(bbox_mAP=0.5, segm_mAP=0.4, sec_per_iter=1.0, saturation=0.9, l_sym=0.1,
                                 l_diag=-0.2),

@@ -100,7 +100,9 @@ def is_lavit(backbone: dict) -> bool:
 def build_backbone(backbone: dict, scope: str):
     """The backbone of a variant, built in the config's registry scope, in eval mode."""
     init_default_scope(scope)
-    return MODELS.build(dict(backbone)).eval()
+    model = MODELS.build(dict(backbone))
+    model.eval()  # not chained: mmdet's Swin.train() returns None
+    return model
 
 
 def output_channels(backbone: dict, scope: str):
