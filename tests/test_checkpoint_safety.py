@@ -22,7 +22,8 @@ from mmengine.runner.checkpoint import CheckpointLoader
 
 from mmlavit import LaViT
 from mmlavit.cli.demo_data import make_ade_shapes, make_coco_shapes, make_imagenet_shapes
-from mmlavit.cli.tool_process import REPO, run_tool
+from mmlavit.cli.tool_process import REPO
+from tool_calls import run_tool
 from mmlavit.utils import (TRUST_ENV, IncompleteCheckpointError, UntrustedCheckpointError, load_from_local,
                            register_safe_local_loader, unsafe_globals)
 
@@ -194,6 +195,21 @@ def test_payload_refused_by_init_cfg_pretrained(payload):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize('framework', ['mmdet', 'mmseg'])
+def test_payload_refused_by_framework_model_loaders(payload, framework):
+    """mmdet's init_detector and mmseg's init_model, as users call them after `import mmlavit`."""
+    path, marker = payload
+    if framework == 'mmdet':
+        from mmdet.apis import init_detector as init_model
+        config = DET_CONFIG
+    else:
+        from mmseg.apis import init_model
+        config = 'configs/demo/upernet_lavit_t_shapes_ade.py'
+    with pytest.raises(UntrustedCheckpointError, match=re.escape(refusal(path))):
+        init_model(str(REPO / config), str(path), device='cpu')
+    assert not marker.exists()
+
+
 TOOLS_THAT_LOAD = {
     'test': lambda path, coco, out: ['tools/test.py', DET_CONFIG, path, '--work-dir', out, '--cfg-options',
                                      f'data_root={coco}'],
@@ -202,6 +218,8 @@ TOOLS_THAT_LOAD = {
     'convert_checkpoint': lambda path, coco, out: ['tools/convert_checkpoint.py', path, out / 'backbone.pth'],
     'train_load_from': lambda path, coco, out: ['tools/train.py', DET_CONFIG, '--work-dir', out,
                                                 *det_options(coco, 1), f'load_from={path}'],
+    'train_resume': lambda path, coco, out: ['tools/train.py', DET_CONFIG, '--work-dir', out, '--resume', path,
+                                             *det_options(coco, 1)],
 }
 
 

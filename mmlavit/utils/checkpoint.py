@@ -49,7 +49,10 @@ def _history_buffer_statistic(owner, name):
     return getattr(HistoryBuffer, name)
 
 
-_multiarray = np._core.multiarray
+try:
+    from numpy._core import multiarray as _multiarray
+except ImportError:  # numpy < 2
+    from numpy.core import multiarray as _multiarray
 #: What a checkpoint may hold beyond torch's own allowlist: what the tests find in real mmengine, mmdet,
 #: mmseg and mmpretrain checkpoints (tests/test_checkpoint_safety.py).
 SAFE_GLOBALS = [
@@ -57,11 +60,10 @@ SAFE_GLOBALS = [
     (_history_buffer_statistic, 'builtins.getattr'),
     np.ndarray,
     np.dtype,
-    _multiarray._reconstruct,
-    _multiarray.scalar,
-    # Checkpoints written under numpy < 2 name the same functions in numpy.core.
-    (_multiarray._reconstruct, 'numpy.core.multiarray._reconstruct'),
-    (_multiarray.scalar, 'numpy.core.multiarray.scalar'),
+    # numpy >= 2 writes these functions as numpy._core.multiarray.*, numpy < 2 as numpy.core.multiarray.*:
+    # either numpy reads both.
+    *((function, f'numpy.{core}.multiarray.{function.__name__}')
+      for function in (_multiarray._reconstruct, _multiarray.scalar) for core in ('_core', 'core')),
     # A dtype is unpickled as an instance of its class (HistoryBuffer's are float64 and int64); all
     # numeric widths are allowed alike, object and other non-numeric dtypes are not.
     *(type(np.dtype(numeric)) for numeric in _NUMERIC_DTYPES),
