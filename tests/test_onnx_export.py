@@ -6,6 +6,8 @@ window or a padding frozen at the export size gives wrong numbers or fails.
 Small backbones (the demo configs with fewer LaViT layers) keep them fast.
 """
 import re
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -16,7 +18,9 @@ import torch.nn.functional as F
 
 from mmlavit.cli.onnx_export import export_onnx, main, onnxruntime_session
 from mmlavit.cli.tool_process import REPO
+from mmlavit.models import grid
 from mmlavit.models.grid import adaptive_avg_pool, pad_to_multiple
+from mmlavit.models.lavit import LaViT
 
 #: Odd, non-square, smaller and larger than the 7 x 7 cells, and a multiple of 7 and of 4.
 SIZES = [(1, 1), (3, 5), (7, 7), (13, 6), (8, 28), (29, 41), (56, 56), (97, 161)]
@@ -142,3 +146,31 @@ def test_export_two_stage_detector_features(tmp_path, capsys):
     check_report(report, ['224x288', '161x97', '200x333'], [f'neck_{level}' for level in range(5)])
     assert 'the RoI stages need NMS and RoIAlign' in report
     assert_dynamic_input(path)
+
+
+def test_missing_onnxruntime_says_how_to_install_it(tmp_path):
+    """Without the deploy extra, the benchmark still imports and the export stops before exporting, naming it."""
+    probe = ('import sys; sys.modules["onnxruntime"] = None\n'
+             'import mmlavit.cli.benchmark\n'
+             'from mmlavit.cli.errors import exit_on_user_error\n'
+             'from mmlavit.cli.onnx_export import main\n'
+             'with exit_on_user_error():\n'
+             f'    main(["configs/demo/mask_rcnn_lavit_t_shapes.py", "--out", {str(tmp_path / "x.onnx")!r}])\n')
+    process = subprocess.run([sys.executable, '-c', probe], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert process.returncode == 1, process.stderr[-2000:]
+    assert 'error: onnxruntime is not installed' in process.stderr and 'pip install -e ".[deploy]"' in process.stderr
+    assert 'Traceback' not in process.stderr and not (tmp_path / 'x.onnx').exists()
+
+
+def test_static_size_export_leaves_later_forwards_untouched():
+    """torch.export at a fixed size builds its averaging matrices as fake tensors: none stays in the cache."""
+    torch.manual_seed(0)
+    model = LaViT(arch='t').eval()
+    image = torch.rand(1, 3, 136, 168)
+    with torch.no_grad():
+        expected = model(image)
+        grid._cached_averaging_matrix.cache_clear()  # so that the export is the first to ask for each size
+        torch.export.export(model, (image, ), strict=False)
+        outputs = model(image)
+    for output, reference in zip(outputs, expected):
+        torch.testing.assert_close(output, reference)

@@ -3,7 +3,9 @@
     python tools/export_onnx.py configs/demo/upernet_lavit_t_shapes_ade.py --out lavit_upernet.onnx
     python tools/export_onnx.py CONFIG CHECKPOINT --part backbone --out backbone.onnx
 """
+from mmlavit.cli.errors import exit_on_user_error
 from mmlavit.cli.onnx_export import main
 
 if __name__ == '__main__':
-    main()
+    with exit_on_user_error():
+        main()

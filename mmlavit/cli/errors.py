@@ -6,6 +6,10 @@ from contextlib import contextmanager
 from mmlavit.utils import CheckpointError
 from .runner import DatasetNotFoundError
 
+class MissingDependencyError(ImportError):
+    """An optional dependency a tool needs is not installed; the message says how to install it."""
+
+
 # How mmcv's LoadImageFromFile reports an image it cannot decode (also inside a DataLoader worker's traceback).
 _UNDECODABLE_IMAGE = re.compile(r'failed to load image: (.+)$', re.MULTILINE)
 
@@ -15,13 +19,13 @@ def exit_on_user_error():
     """Turns the errors a user fixes into ``error: MESSAGE`` and exit code 1.
 
     They are: a missing dataset; a checkpoint that is refused, incomplete or no
-    checkpoint; a dataset image that cannot be decoded. Such an image stops the
+    checkpoint; a missing optional dependency; a dataset image that cannot be decoded. Such an image stops the
     run instead of being skipped, so that a model is trained and evaluated on
     the dataset its config names.
     """
     try:
         yield
-    except (DatasetNotFoundError, CheckpointError) as error:
+    except (DatasetNotFoundError, CheckpointError, MissingDependencyError) as error:
         sys.exit(f'error: {error}')
     except AssertionError as error:
         found = _UNDECODABLE_IMAGE.search(str(error))

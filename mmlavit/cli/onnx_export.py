@@ -40,17 +40,15 @@ from pathlib import Path
 from typing import List, Sequence, Tuple
 
 import numpy as np
-import onnxruntime
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.config import DictAction
-from mmengine.registry import MODELS, init_default_scope
-from mmengine.runner import load_checkpoint
 from torch.nn.modules.utils import _pair
 
 from mmlavit.models.grid import adaptive_avg_pool
-from .runner import load_config
+from .errors import MissingDependencyError
+from .runner import build_model
 
 #: The example batch that is traced: 2, since torch.export specialises a size of 1.
 EXPORT_BATCH = 2
@@ -155,17 +153,6 @@ class ClassLogits(nn.Module):
         return self.classifier.head(self.classifier.extract_feat(image))
 
 
-def build_model(config: str, checkpoint: str = None, cfg_options: dict = None) -> nn.Module:
-    """The config's model in eval mode, with the checkpoint's weights if one is given."""
-    cfg = load_config(config, cfg_options)
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    model = MODELS.build(cfg.model)
-    if checkpoint:
-        load_checkpoint(model, checkpoint, map_location='cpu')
-    model.eval()
-    return model
-
-
 def tensor_path(model: nn.Module, part: str) -> Tuple[nn.Module, List[str], str]:
     """What is exported of ``model``.
 
@@ -231,8 +218,22 @@ def export_onnx(module: nn.Module, path: str, shape: Sequence[int] = DEFAULT_SHA
     return onnx_program
 
 
-def onnxruntime_session(path: str, threads: int = 0) -> onnxruntime.InferenceSession:
-    """A CPU ONNX Runtime session; ``threads`` intra-op threads (0: ONNX Runtime's default)."""
+def require_deploy():
+    """The onnxruntime module, once onnx, onnxscript and onnxruntime (the ``deploy`` extra) all import."""
+    try:
+        import onnx  # noqa: F401  torch.onnx.export(dynamo=True) writes with onnx and onnxscript
+        import onnxscript  # noqa: F401
+        import onnxruntime
+    except ImportError as error:
+        raise MissingDependencyError(f'{error.name} is not installed: ONNX export and its check need onnx, '
+                                     f'onnxscript and onnxruntime. pip install -e ".[deploy]" installs them '
+                                     f'(or pip install -r requirements.txt)') from error
+    return onnxruntime
+
+
+def onnxruntime_session(path: str, threads: int = 0):
+    """A CPU ONNX Runtime ``InferenceSession``; ``threads`` intra-op threads (0: ONNX Runtime's default)."""
+    onnxruntime = require_deploy()
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -316,6 +317,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    require_deploy()  # before the model is built and exported
     torch.manual_seed(0)
     model = build_model(args.config, args.checkpoint, args.cfg_options)
     module, output_names, description = tensor_path(model, args.part)

@@ -14,6 +14,7 @@ import functools
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch._subclasses.fake_tensor import is_fake
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from .precision import autocast_disabled
@@ -66,7 +67,8 @@ def averaging_matrix(length: int, size: int, like: Tensor) -> Tensor:
     Returns:
         Tensor: Shape (P, n); each row is 1 / window length inside its window, 0 elsewhere.
     """
-    if isinstance(length, int):
+    # Not cached while torch.export traces with fake tensors: the cache would hand them to later forwards.
+    if isinstance(length, int) and not is_fake(like):
         return _cached_averaging_matrix(length, size, like.dtype, like.device)
     return _build_averaging_matrix(length, size, like.dtype, like.device)
 
