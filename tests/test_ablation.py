@@ -7,7 +7,7 @@ import pytest
 
 from mmlavit.cli import ablation
 from mmlavit.cli.demo_data import make_coco_shapes
-from mmlavit.cli.tool_process import run_tool
+from tool_calls import run_tool
 
 
 def test_variant_specs():

@@ -10,7 +10,7 @@ import torch
 from mmlavit.cli import attention_analysis
 from mmlavit.cli.demo_data import draw_shapes
 from mmlavit.cli.flops import build_backbone, count_flops
-from mmlavit.cli.tool_process import run_tool
+from tool_calls import run_tool
 from mmlavit.models.attention import LessAttention, VanillaAttention
 
 DEMO_CONFIG = 'configs/demo/mask_rcnn_lavit_t_shapes.py'

@@ -14,7 +14,8 @@ from mmengine.registry import HOOKS, init_default_scope
 
 import mmlavit
 from mmlavit.cli.demo_data import make_coco_shapes
-from mmlavit.cli.tool_process import REPO, run_tool
+from mmlavit.cli.tool_process import REPO
+from tool_calls import run_tool
 
 DEMO_CONFIG = 'configs/demo/mask_rcnn_lavit_t_shapes.py'
 
@@ -143,7 +144,7 @@ def test_two_process_cpu_ddp_trains_with_frozen_stages(shapes_root, tmp_path, fr
     """Fine-tuning as users do: DDP (gloo, 2 processes), a pretrained backbone, frozen stages.
 
     DDP registers the parameters that need gradients when mmengine's Runner wraps the model, before
-    training starts; stages frozen only later (in train()) made the second iteration fail.
+    training starts: frozen stages must already be frozen then, or DDP waits for gradients that never come.
     """
     pretrained = mmlavit.LaViT(arch='t').state_dict()
     backbone_file = tmp_path / 'lavit_t_backbone.pth'

@@ -11,7 +11,8 @@ from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
-from mmlavit.cli.tool_process import REPO, run_tool
+from mmlavit.cli.tool_process import REPO
+from tool_calls import run_tool
 
 from mmlavit import attach_dp_loss
 from mmlavit.cli.demo_data import ADE_SHAPES_CLASSES, make_ade_shapes

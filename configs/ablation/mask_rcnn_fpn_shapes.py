@@ -31,6 +31,8 @@ val_evaluator = dict(_delete_=True, type='CocoMetric', metric=['bbox', 'segm'], 
                      ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = val_evaluator
 
+# LaViT's default drop path (the demo turns it off), so that this config trained as it is equals the
+# lavit-t variant; tools/ablate.py replaces the whole backbone per variant.
 model = dict(backbone=dict(drop_path_rate=0.1))
 train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
 val_cfg = dict(_delete_=True, type='ValLoop')

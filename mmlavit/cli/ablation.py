@@ -42,16 +42,14 @@ import mmcv
 import torch
 from mmengine.analysis import parameter_count
 from mmengine.config import Config
-from mmengine.registry import MODELS, init_default_scope
-from mmengine.runner import load_checkpoint
 
-from mmlavit.models.diagonality import cell_attention, diagonal_loss, symmetry_loss
+from mmlavit.models.diagonality import cell_attention, diagonal_loss, holds_cells, symmetry_loss
 from mmlavit.models.lavit import LaViT
-from .attention_analysis import capture_lavit, capture_multihead, consecutive_similarity
+from .attention_analysis import capture_lavit, capture_multihead, consecutive_similarity, load_inputs
 from .demo_data import make_coco_shapes
-from .flops import BACKBONES, count_flops
-from .runner import load_config
-from .tool_process import REPO, run_tool
+from .flops import BACKBONES, build_backbone, count_flops
+from .runner import DatasetNotFoundError, build_model, load_config
+from .tool_process import run_tool
 
 DEFAULT_CONFIG = 'configs/ablation/mask_rcnn_fpn_shapes.py'
 #: The generated set of the default config, written when missing.
@@ -95,14 +93,6 @@ def parse_variant(spec: str):
 def is_lavit(backbone: dict) -> bool:
     """Whether a backbone dict builds LaViT (which trains its DP loss through the DPLossHook)."""
     return backbone['type'].split('.')[-1] == 'LaViT'
-
-
-def build_backbone(backbone: dict, scope: str):
-    """The backbone of a variant, built in the config's registry scope, in eval mode."""
-    init_default_scope(scope)
-    model = MODELS.build(dict(backbone))
-    model.eval()  # not chained: mmdet's Swin.train() returns None
-    return model
 
 
 def output_channels(backbone: dict, scope: str):
@@ -149,15 +139,13 @@ def attention_measures(model, images):
     backbone = model.backbone
     saturation, l_sym, l_diag = [], [], []
     for image_path in images:
-        image = mmcv.imread(str(image_path))
-        batch = dict(inputs=[torch.from_numpy(image).permute(2, 0, 1).contiguous()])
-        inputs = model.data_preprocessor(batch, False)['inputs']
+        _, inputs = load_inputs(model, str(image_path))
         if isinstance(backbone, LaViT):
             stages = capture_lavit(backbone, inputs)
             maps = [[record['attn'].transpose(-2, -1) for record in records] for records in stages]
             for records in stages:
                 for record in records:
-                    if record['kind'] == 'LA' and min(record['hw']) >= backbone.pool_size:
+                    if record['kind'] == 'LA' and holds_cells(record['hw'], backbone.pool_size):
                         cells = cell_attention(record['attn'].float(), record['hw'], backbone.pool_size)
                         l_sym.append(symmetry_loss(cells).item())
                         l_diag.append(diagonal_loss(cells).item())
@@ -172,12 +160,7 @@ def attention_measures(model, images):
 
 def measure_run(run_dir: Path, config: Path, val_images):
     """Trained-model measures of a finished run, written to result.json."""
-    cfg = Config.fromfile(str(config))
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    model = MODELS.build(cfg.model)
-    checkpoint = (run_dir / 'last_checkpoint').read_text().strip()
-    load_checkpoint(model, checkpoint, map_location='cpu', logger='silent')
-    model.eval()
+    model = build_model(str(config), (run_dir / 'last_checkpoint').read_text().strip())
     result = dict(read_scalars(run_dir), **attention_measures(model, val_images))
     (run_dir / 'result.json').write_text(json.dumps(result, indent=1))
     return result
@@ -251,7 +234,8 @@ def prepare_data(cfg: Config, data_root: str, default: bool):
     ann_file = Path(data_root) / cfg.val_dataloader.dataset.ann_file
     if not ann_file.is_file():
         if not default:
-            raise FileNotFoundError(f'{ann_file} does not exist: point --data-root at a COCO-format set')
+            raise DatasetNotFoundError(f'{ann_file} does not exist: point --data-root at the COCO-format set '
+                                       f'that the config reads')
         print(f'Generating the shapes set in {data_root} ...', flush=True)
         make_coco_shapes(data_root, **DEFAULT_DATA)
     images = json.loads(ann_file.read_text())['images']
@@ -274,7 +258,12 @@ def parse_args(argv=None):
                         help='runs at once, each with cores / jobs threads (default: 2 on CPU, 1 with CUDA)')
     parser.add_argument('--work-dir', default='work_dirs/ablation', help='one folder per variant and seed')
     parser.add_argument('--out-dir', default='outputs/ablation')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:
+        args.variants = dict(map(parse_variant, args.variants))
+    except (ValueError, SyntaxError) as error:
+        parser.error(f'--variants: {error}')
+    return args
 
 
 def main(argv=None):
@@ -282,11 +271,11 @@ def main(argv=None):
     cfg = load_config(args.config)
     scope = cfg.get('default_scope', 'mmdet')
     data_root = str(Path(args.data_root or cfg.data_root).resolve()) + '/'
-    val_images = prepare_data(cfg, data_root, default=args.data_root is None)
+    val_images = prepare_data(cfg, data_root, default=args.data_root is None and args.config == DEFAULT_CONFIG)
     iters = args.iters or cfg.train_cfg.max_iters
     schedule = dict(iters=iters, warmup=min(cfg.param_scheduler[0].end, max(iters // 2, 1)),
                     lr=args.lr or cfg.optim_wrapper.optimizer.lr)
-    variants = {name: (backbone, scope) for name, backbone in map(parse_variant, args.variants)}
+    variants = {name: (backbone, scope) for name, backbone in args.variants.items()}
     cfg_options = [f'data_root={data_root}']
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
 
@@ -309,11 +298,14 @@ def main(argv=None):
         train_run(run_dir, config, cfg_options, threads)
         return job
 
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+    pool = ThreadPoolExecutor(max_workers=args.jobs)
+    try:
         for name, seed, run_dir, config in pool.map(train_and_measure, todo):
             runs[name][seed] = result = measure_run(run_dir, config, val_images)
             print(f'{name} seed {seed}: ' + ', '.join(f'{metric} {result[metric]:.3f}' for metric in METRICS
                                                       if result.get(metric) is not None), flush=True)
+    finally:
+        pool.shutdown(cancel_futures=True)  # after a failed run, queued runs do not start
 
     shape = tuple(mmcv.imread(str(val_images[0])).shape[:2])
     rows = summarise(runs, variants, shape)

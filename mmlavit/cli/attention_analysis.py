@@ -38,30 +38,16 @@ import mmcv
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.config import Config
-from mmengine.registry import MODELS, init_default_scope
 from mmengine.runner import load_checkpoint
 
 from mmlavit.models.diagonality import cell_attention, layer_dp_loss
 from mmlavit.models.lavit import LaViT
 from .flops import BACKBONES, build_backbone
+from .runner import build_model
 
 COMPARE_CHOICES = [name for name in BACKBONES if name.startswith(('pvtv2', 'mit'))]
 #: Default query points, as fractions (x, y) of the image width and height.
 DEFAULT_POINTS = ((0.5, 0.5), (0.25, 0.25), (0.75, 0.7))
-
-
-def build_model(config, checkpoint=None):
-    """The config's model in eval mode, its backbone checked to be LaViT."""
-    cfg = Config.fromfile(config)
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    model = MODELS.build(cfg.model)
-    if not isinstance(model.backbone, LaViT):
-        raise TypeError(f'{config} has a {type(model.backbone).__name__} backbone, not LaViT')
-    if checkpoint:
-        load_checkpoint(model, checkpoint, map_location='cpu')
-    model.eval()
-    return model
 
 
 def load_inputs(model, image_path, size=None):
@@ -247,6 +233,8 @@ def main(argv=None):
     args = parse_args(argv)
     torch.manual_seed(0)
     model = build_model(args.config, args.checkpoint)
+    if not isinstance(model.backbone, LaViT):
+        raise TypeError(f'{args.config} has a {type(model.backbone).__name__} backbone, not LaViT')
     image, inputs = load_inputs(model, args.image, args.size)
     height, width = image.shape[:2]
     points = args.points or [(fx * width, fy * height) for fx, fy in DEFAULT_POINTS]

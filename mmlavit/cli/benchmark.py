@@ -41,13 +41,12 @@ from collections import defaultdict
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import onnxruntime
 import torch
 
 from mmlavit.models.lavit import LaViT
 from .flops import BACKBONES, build_backbone, measure
 from .memory import measure_memory, memory_method
-from .onnx_export import BackboneFeatures, export_onnx, onnxruntime_session, parse_size
+from .onnx_export import BackboneFeatures, export_onnx, onnxruntime_session, parse_size, require_deploy
 from .steps import forward, set_mode, synchronize, training_step
 
 DEFAULT_SIZES = ('224x224', '512x512', '800x1333')
@@ -180,7 +179,8 @@ def conditions(args, device):
                 flops_method='mmengine FlopAnalyzer (multiply-add = 1 FLOP), backbone only, eval mode',
                 load_average=os.getloadavg())
     if args.onnxruntime:
-        info['onnxruntime'] = (f'onnxruntime {onnxruntime.__version__}, CPU, {args.threads} intra-op thread(s); '
+        version = require_deploy().__version__
+        info['onnxruntime'] = (f'onnxruntime {version}, CPU, {args.threads} intra-op thread(s); '
                                'each LaViT backbone exported once (dynamic batch, height and width) and run at '
                                'every size')
     if device.type == 'cuda':
@@ -289,10 +289,8 @@ def plot_layers(report, path):
 
 def run_benchmark(args):
     device = torch.device(args.device)
-    if args.amp and device.type != 'cuda':
-        raise ValueError('--amp needs a CUDA device')
-    if args.onnxruntime and device.type != 'cpu':
-        raise ValueError('--onnxruntime compares with ONNX Runtime on the CPU: it needs --device cpu')
+    if args.onnxruntime:
+        require_deploy()  # before anything is built
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     sizes = [parse_size(size) for size in args.sizes]
@@ -345,7 +343,17 @@ def parse_args(argv=None):
     parser.add_argument('--onnxruntime', action='store_true',
                         help='also time the LaViT backbones exported to ONNX in ONNX Runtime (CPU only)')
     parser.add_argument('--out-dir', default='outputs/benchmark')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for size in args.sizes:
+        try:
+            parse_size(size)
+        except ValueError:
+            parser.error(f'--sizes takes HxW sizes such as 800x1333, got {size!r}')
+    if args.amp and not args.device.startswith('cuda'):
+        parser.error('--amp needs a CUDA device (--device cuda)')
+    if args.onnxruntime and args.device != 'cpu':
+        parser.error('--onnxruntime compares with ONNX Runtime on the CPU: it needs --device cpu')
+    return args
 
 
 def main(argv=None):

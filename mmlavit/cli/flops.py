@@ -17,6 +17,7 @@ import torch
 from mmdet.registry import MODELS
 from mmengine.analysis import FlopAnalyzer, parameter_count
 from mmengine.analysis.jit_handles import bmm_flop_jit
+from mmengine.registry import init_default_scope
 
 import mmlavit  # noqa: F401  registers LaViT
 
@@ -38,9 +39,11 @@ BACKBONES = {
 }
 
 
-def build_backbone(name):
-    """The backbone ``name`` of :data:`BACKBONES`, in eval mode."""
-    model = MODELS.build(BACKBONES[name])
+def build_backbone(backbone, scope=None):
+    """A backbone in eval mode: a name of :data:`BACKBONES` or a backbone dict, built in registry ``scope``."""
+    if scope is not None:
+        init_default_scope(scope)
+    model = MODELS.build(BACKBONES[backbone] if isinstance(backbone, str) else dict(backbone))
     model.eval()  # not chained: mmdet's Swin.train() returns None
     return model
 

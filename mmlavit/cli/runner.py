@@ -1,5 +1,5 @@
-"""What tools/train.py and tools/test.py share: arguments, config loading, CPU distributed set-up, data and
-resume checks."""
+"""What the tools share: arguments, config loading, building a config's model, CPU distributed set-up, data
+and resume checks."""
 import argparse
 import glob
 import os
@@ -9,6 +9,8 @@ from typing import Iterator, List, Optional
 import torch
 import torch.distributed as dist
 from mmengine.config import Config, DictAction
+from mmengine.registry import MODELS, init_default_scope
+from mmengine.runner import load_checkpoint
 
 from mmlavit.utils import CheckpointError, IncompleteCheckpointError, incomplete_checkpoint_message, \
     is_incomplete_checkpoint
@@ -68,6 +70,17 @@ def load_config(config_path: str, cfg_options: Optional[dict] = None) -> Config:
                 evaluator['ann_file'] = osp.join(new_root, ann_file[len(old_root):])
         cfg.data_root = new_root
     return cfg
+
+
+def build_model(config_path: str, checkpoint: Optional[str] = None, cfg_options: Optional[dict] = None):
+    """The config's model, built in its default scope, in eval mode, with the checkpoint's weights if given."""
+    cfg = load_config(config_path, cfg_options)
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    model = MODELS.build(cfg.model)
+    if checkpoint:
+        load_checkpoint(model, checkpoint, map_location='cpu')
+    model.eval()
+    return model
 
 
 def iter_datasets(cfg: Config, loaders=('train_dataloader', 'val_dataloader', 'test_dataloader')

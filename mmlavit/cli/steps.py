@@ -13,8 +13,8 @@ def synchronize(device):
 
 
 def autocast(device, amp):
-    """fp16 autocast on CUDA when ``amp``, else nothing."""
-    return torch.autocast('cuda', dtype=torch.float16) if amp else contextlib.nullcontext()
+    """float16 autocast on ``device`` when ``amp`` (the benchmark allows it on CUDA only), else nothing."""
+    return torch.autocast(device.type, dtype=torch.float16) if amp else contextlib.nullcontext()
 
 
 def forward(model, inputs, device, amp):

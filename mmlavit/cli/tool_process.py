@@ -2,37 +2,54 @@
 import os.path as osp
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 #: The repository root: tools/ and configs/ live there.
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run_tool(*args, cwd=REPO, env=None, echo=False, timeout=None) -> subprocess.CompletedProcess:
-    """Runs ``python ARGS...`` (this interpreter) and captures its text output.
+def run_tool(*args, env=None, echo=False, timeout=None) -> subprocess.CompletedProcess:
+    """Runs ``python ARGS...`` (this interpreter) in the repository root and captures its text output.
 
     Args:
         *args: The script and its arguments (converted with ``str``).
-        cwd (str | Path): Working directory. Default: the repository root.
         env (dict, optional): The environment; None inherits this one.
         echo (bool): Print the command and its output as it comes; stderr is
             then merged into stdout. Default: False.
-        timeout (float, optional): Seconds before the process is killed.
+        timeout (float, optional): Seconds before the process is killed and
+            ``subprocess.TimeoutExpired`` is raised.
 
     Returns:
         subprocess.CompletedProcess: With ``returncode``, ``stdout`` and ``stderr``.
     """
     command = [sys.executable, *map(str, args)]
     if not echo:
-        return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     print('$ python', ' '.join(command[1:]), flush=True)
-    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
+    expired = threading.Event()
+
+    def kill():
+        expired.set()
+        process.kill()
+
+    watchdog = threading.Timer(timeout, kill) if timeout is not None else None
+    if watchdog is not None:
+        watchdog.start()
     lines = []
-    for line in process.stdout:
-        print(line, end='', flush=True)
-        lines.append(line)
-    return subprocess.CompletedProcess(command, process.wait(timeout=timeout), ''.join(lines), '')
+    try:
+        for line in process.stdout:
+            print(line, end='', flush=True)
+            lines.append(line)
+        returncode = process.wait()
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
+    if expired.is_set():
+        raise subprocess.TimeoutExpired(command, timeout, output=''.join(lines))
+    return subprocess.CompletedProcess(command, returncode, ''.join(lines), '')
 
 
 def run_tool_or_exit(*args, env=None) -> str:

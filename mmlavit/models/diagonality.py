@@ -49,6 +49,11 @@ def diagonal_loss(cells: Tensor) -> Tensor:
     return (off_diagonal_mean - diagonal).mean()
 
 
+def holds_cells(hw: Tuple[int, int], pool_size: int) -> bool:
+    """Whether a query grid (H, W) holds P x P distinct cells (see :func:`layer_dp_loss`)."""
+    return min(hw) >= pool_size
+
+
 def layer_dp_loss(attn: Tensor, hw: Tuple[int, int], pool_size: int) -> Optional[Tensor]:
     """L_sym + L_diag of an LA layer, or None where its grid is smaller than the cells.
 
@@ -56,7 +61,7 @@ def layer_dp_loss(attn: Tensor, hw: Tuple[int, int], pool_size: int) -> Optional
     cells overlap: several key cells are averages of the same tokens, so their
     scores are equal and no cell can attend to itself more than to its
     duplicates. The diagonal cannot dominate there, so the layer adds no term
-    (stage 4 below 224 pixels, stage 3 below 112 with P = 7).
+    (stage 4 at inputs of 192 pixels or fewer, stage 3 at 96 or fewer, with P = 7).
 
     Args:
         attn (Tensor): Attention probabilities (B, heads, K, N).
@@ -66,7 +71,7 @@ def layer_dp_loss(attn: Tensor, hw: Tuple[int, int], pool_size: int) -> Optional
     Returns:
         Tensor | None: A scalar, or None for a grid smaller than P x P.
     """
-    if min(hw) < pool_size:
+    if not holds_cells(hw, pool_size):
         return None
     cells = cell_attention(attn.float(), hw, pool_size)
     return symmetry_loss(cells) + diagonal_loss(cells)
