@@ -265,10 +265,10 @@ def test_dp_loss_leaves_out_grids_smaller_than_the_cells():
 
 def test_dp_loss_is_zero_when_no_grid_holds_the_cells():
     model = LaViT(arch='t', drop_path_rate=0.).train()
-    held, terms = captured_dp_terms(model, torch.rand(1, 3, 48, 48))  # 12x12 but frozen, then 6x6 and less
+    held, terms = captured_dp_terms(model, torch.rand(1, 3, 48, 48))  # stage 1 (12x12) holds the cells
     assert held is not None and held.item() != 0.
     model = LaViT(arch='t', drop_path_rate=0., frozen_stages=1).train()
-    held, _ = captured_dp_terms(model, torch.rand(1, 3, 48, 48))
+    held, _ = captured_dp_terms(model, torch.rand(1, 3, 48, 48))  # 12x12 but frozen, then 6x6 and less
     assert held.item() == 0.
 
 

@@ -209,9 +209,10 @@ class LaViT(BaseModule):
     An attention residual carries the last scores of a stage into the first VA
     layer of the next one.
 
-    In training mode with ``dp_weight > 0`` the forward also computes the
-    diagonality-preserving loss of the LA layers and holds
-    ``dp_weight * L_DP``; :meth:`pop_dp_loss` hands it over (the
+    In training mode with ``dp_weight > 0`` and an LA layer in an unfrozen
+    stage, the forward also computes the diagonality-preserving loss of the
+    LA layers and holds ``dp_weight * L_DP`` (zero when no LA layer's query
+    grid holds the P x P cells); :meth:`pop_dp_loss` hands it over (the
     ``mmlavit.DPLossHook`` puts it into the loss dict as ``loss_dp``). The
     return value is always just the tuple of NCHW features.
 
@@ -235,13 +236,15 @@ class LaViT(BaseModule):
         drop_path_rate (float): Stochastic depth rate, spread linearly over
             the layers. Default: 0.1.
         act_cfg (dict): Activation. Default: dict(type='GELU').
-        norm_cfg (dict): Norm of tokens and stage outputs. Default: dict(type='LN').
+        norm_cfg (dict): Norm of tokens and stage outputs, applied over the
+            channel (last) axis: a LayerNorm type. Default: dict(type='LN').
         frozen_stages (int): Stages to freeze (stop grad and set eval mode);
             0 freezes the stem only, -1 means not freezing any parameters.
             Default: -1.
-        norm_eval (bool): Keep BatchNorm layers (if ``norm_cfg`` chooses any)
-            in eval mode during training; LayerNorm has no running statistics,
-            so with the default norms this changes nothing. Default: False.
+        norm_eval (bool): Keep BatchNorm layers in eval mode during training,
+            as mmdet's backbones offer it; LaViT's norms are LayerNorms, which
+            have no running statistics, so this changes nothing in LaViT
+            itself. Default: False.
         with_cp (bool): Use checkpoint or not. Using checkpoint will save some
             memory while slowing down the training speed. Default: False.
         init_cfg (dict, optional): Initialization config, e.g.
@@ -449,8 +452,9 @@ class LaViT(BaseModule):
         """Hands over ``dp_weight * L_DP`` of the last training forward, once.
 
         Returns:
-            Tensor | None: A scalar with its graph, or None when the last
-            forward computed none (eval mode, ``dp_weight=0``, no LA layer, or
+            Tensor | None: A scalar with its graph (zero when no LA layer's
+            grid held the cells), or None when the last forward computed none
+            (eval mode, ``dp_weight=0``, no LA layer in an unfrozen stage, or
             already popped).
         """
         dp_loss, self._dp_loss = self._dp_loss, None
