@@ -9,11 +9,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run_tool(*args, env=None, echo=False, timeout=None) -> subprocess.CompletedProcess:
-    """Runs ``python ARGS...`` (this interpreter) in the repository root and captures its text output.
+def run_tool(*args, cwd=REPO, env=None, echo=False, timeout=None) -> subprocess.CompletedProcess:
+    """Runs ``python ARGS...`` (this interpreter) and captures its text output.
 
     Args:
         *args: The script and its arguments (converted with ``str``).
+        cwd (str | Path): Working directory. Default: the repository root.
         env (dict, optional): The environment; None inherits this one.
         echo (bool): Print the command and its output as it comes; stderr is
             then merged into stdout. Default: False.
@@ -25,9 +26,9 @@ def run_tool(*args, env=None, echo=False, timeout=None) -> subprocess.CompletedP
     """
     command = [sys.executable, *map(str, args)]
     if not echo:
-        return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     print('$ python', ' '.join(command[1:]), flush=True)
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
     expired = threading.Event()
 
