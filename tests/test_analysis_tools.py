@@ -10,8 +10,8 @@ import torch
 from mmlavit.cli import attention_analysis
 from mmlavit.cli.demo_data import draw_shapes
 from mmlavit.cli.flops import build_backbone, count_flops
-from tool_calls import run_tool
 from mmlavit.models.attention import LessAttention, VanillaAttention
+from tool_calls import run_tool
 
 DEMO_CONFIG = 'configs/demo/mask_rcnn_lavit_t_shapes.py'
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'

@@ -271,7 +271,8 @@ def main(argv=None):
     cfg = load_config(args.config)
     scope = cfg.get('default_scope', 'mmdet')
     data_root = str(Path(args.data_root or cfg.data_root).resolve()) + '/'
-    val_images = prepare_data(cfg, data_root, default=args.data_root is None and args.config == DEFAULT_CONFIG)
+    own_data = args.data_root is None and Path(args.config).resolve() == Path(DEFAULT_CONFIG).resolve()
+    val_images = prepare_data(cfg, data_root, default=own_data)
     iters = args.iters or cfg.train_cfg.max_iters
     schedule = dict(iters=iters, warmup=min(cfg.param_scheduler[0].end, max(iters // 2, 1)),
                     lr=args.lr or cfg.optim_wrapper.optimizer.lr)

@@ -289,10 +289,10 @@ def plot_layers(report, path):
 
 def run_benchmark(args):
     device = torch.device(args.device)
-    if args.onnxruntime:
-        require_deploy()  # before anything is built
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    # The conditions first: the load average before the run, and a missing ONNX Runtime before anything is built.
+    report = dict(conditions=conditions(args, device), reference=args.reference, results={}, layers={})
     sizes = [parse_size(size) for size in args.sizes]
     models = {name: build_backbone(name).to(device) for name in args.models}
     runtimes = {}
@@ -301,7 +301,6 @@ def run_benchmark(args):
             if isinstance(model, LaViT):
                 print(f'exporting {name} to ONNX ...', flush=True)
                 runtimes[onnxruntime_name(name)] = OnnxRuntimeBackbone(model, args.threads)
-    report = dict(conditions=conditions(args, device), reference=args.reference, results={}, layers={})
     peaks = measure_memory(args.models, sizes, device, args.amp, args.threads)
     for size_index, shape in enumerate(sizes):
         size = f'{shape[0]}x{shape[1]}'

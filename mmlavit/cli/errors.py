@@ -6,6 +6,7 @@ from contextlib import contextmanager
 from mmlavit.utils import CheckpointError
 from .runner import DatasetNotFoundError
 
+
 class MissingDependencyError(ImportError):
     """An optional dependency a tool needs is not installed; the message says how to install it."""
 
@@ -19,9 +20,9 @@ def exit_on_user_error():
     """Turns the errors a user fixes into ``error: MESSAGE`` and exit code 1.
 
     They are: a missing dataset; a checkpoint that is refused, incomplete or no
-    checkpoint; a missing optional dependency; a dataset image that cannot be decoded. Such an image stops the
-    run instead of being skipped, so that a model is trained and evaluated on
-    the dataset its config names.
+    checkpoint; a missing optional dependency; a dataset image that cannot be
+    decoded. Such an image stops the run instead of being skipped, so that a
+    model is trained and evaluated on the dataset its config names.
     """
     try:
         yield

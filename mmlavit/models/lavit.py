@@ -370,8 +370,8 @@ class LaViT(BaseModule):
         Linear layers: truncated normal, std 0.02. The MixFFN's two linear
         layers are 1x1 convolutions in PVTv2's and SegFormer's MixFFN, and like
         every convolution they start normal with std sqrt(2 / fan_out): with the
-        0.02 init the FFN would start at 5-30% of its input's scale, nearly an
-        identity, and a detector trained from scratch learns far more slowly
+        0.02 init each FFN branch would start as a small fraction of its input,
+        leaving the network close to its linear stem, and a detector trained from scratch learns far more slowly
         (docs/design.md, "Initialisation"). LayerNorms: 1 and 0. The LA
         transforms start as the identity, the attention residual as an average.
         """
