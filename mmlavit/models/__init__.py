@@ -1,3 +1,4 @@
+from .errors import LaViTConfigError, LaViTInputError
 from .lavit import LaViT
 
-__all__ = ['LaViT']
+__all__ = ['LaViT', 'LaViTConfigError', 'LaViTInputError']
