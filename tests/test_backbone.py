@@ -79,7 +79,7 @@ def test_arch_validation():
 
 def test_layer_types_follow_va_layers():
     model = LaViT(arch='s')
-    for stage, depth, va in zip(model.stages, (3, 4, 6, 3), (1, 2, 2, 1)):
+    for stage, depth, va in zip(model.stages, (3, 4, 6, 4), (1, 2, 2, 2)):
         kinds = [type(layer.attn) for layer in stage.layers]
         assert kinds == [VanillaAttention] * va + [LessAttention] * (depth - va)
 
@@ -257,8 +257,9 @@ def captured_dp_terms(model, x):
 def test_dp_loss_leaves_out_grids_smaller_than_the_cells():
     model = LaViT(arch='t', drop_path_rate=0., dp_weight=1.).train()
     held, terms = captured_dp_terms(model, torch.rand(1, 3, 160, 96))
-    # Grids 40x24, 20x12, 10x6 and 5x3: stages 3 and 4 are smaller than 7x7 in at least one direction.
-    assert [hw for hw, _ in terms] == [(40, 24), (20, 12), (10, 6), (5, 3)]
+    # LA layers in stages 1-3 (LaViT-T's stage 4 is VA only), grids 40x24, 20x12 and 10x6: stage 3's is smaller
+    # than 7x7 in one direction.
+    assert [hw for hw, _ in terms] == [(40, 24), (20, 12), (10, 6)]
     expected = torch.stack([term for hw, term in terms[:2]]).mean()
     torch.testing.assert_close(held, expected)
 
@@ -296,7 +297,8 @@ def test_nothing_extra_in_eval_mode(monkeypatch):
     assert not calls and model.pop_dp_loss() is None
     model.train()
     model(torch.rand(1, 3, 64, 64))
-    assert len(calls) == 4 and model.pop_dp_loss() is not None
+    la_layers = sum(layer.less_attention for stage in model.stages for layer in stage.layers)
+    assert la_layers == 3 and len(calls) == la_layers and model.pop_dp_loss() is not None
 
 
 def test_unconsumed_dp_loss_warns_once_and_is_dropped():

@@ -197,11 +197,14 @@ def test_second_la_layer_consumes_the_first_la_layers_scores():
 
 
 def residual_at_init(prev_scores, hw, out_heads, gamma):
-    """gamma * the 2x2 average of the zero-padded (bottom/right) grid, averaged over the heads."""
+    """gamma * the 2x2 average of the grid, an odd one extended by a copy of its last row/column, over the heads."""
     batch, _, num_cells, _ = prev_scores.shape
     height, width = hw
     grid = prev_scores.view(batch, -1, num_cells, height, width)
-    grid = F.pad(grid, (0, width % 2, 0, height % 2))
+    if height % 2:
+        grid = torch.cat([grid, grid[..., -1:, :]], dim=-2)
+    if width % 2:
+        grid = torch.cat([grid, grid[..., -1:]], dim=-1)
     pooled = grid.unflatten(-2, (-1, 2)).unflatten(-1, (-1, 2)).mean(dim=(-3, -1))
     return (gamma * pooled.mean(dim=1)).flatten(2)[:, None].expand(-1, out_heads, -1, -1)
 
@@ -258,7 +261,7 @@ def test_loss_dp_backpropagates_on_its_own():
 
 
 @pytest.mark.filterwarnings('ignore:LaViT computed a diagonality-preserving loss')
-def test_a_forward_without_a_pop_replaces_the_held_dp_loss():
+def test_a_forward_without_a_pop_replaces_the_held_dp_loss_outside_a_collection():
     model = LaViT(arch=SMALL_ARCH, pool_size=3, drop_path_rate=0., dp_weight=1.).train()
     perturb_less_attention(model, scale=0.3)
     first, second = torch.rand(1, 3, 64, 96), torch.rand(1, 3, 64, 96)
@@ -272,8 +275,25 @@ def test_a_forward_without_a_pop_replaces_the_held_dp_loss():
     model(second)
     torch.testing.assert_close(model.pop_dp_loss().detach(), second_loss, rtol=1e-6, atol=0)
     assert model.pop_dp_loss() is None
+    # A forward that computes no term (eval mode, no grad: a teacher) leaves the held one alone.
     model(first)
-    model.eval()
     with torch.no_grad():
         model(second)
+    model.eval()
+    model(second)
+    torch.testing.assert_close(model.pop_dp_loss().detach(), first_loss, rtol=1e-6, atol=0)
     assert model.pop_dp_loss() is None
+
+
+@pytest.mark.parametrize('hw', [(7, 9), (5, 5), (8, 11), (6, 8)])
+def test_attention_residual_of_a_constant_score_map_is_constant(hw):
+    """No border bias: every query of the next grid gets the same residual from a constant map, odd sizes too."""
+    residual = AttentionResidual(in_heads=2, out_heads=3)
+    with torch.no_grad():
+        residual.downsample_weight.copy_(torch.rand_like(residual.downsample_weight))
+        residual.head_mix.copy_(torch.rand_like(residual.head_mix))
+        residual.gamma.copy_(torch.tensor([0.1, 0.5, 2.0]))
+        out = residual(torch.full((1, 2, 9, hw[0] * hw[1]), 3.0), hw)
+    # Per head: gamma_o * sum_i mix_oi * 3 * sum(w_i) at every (key cell, query).
+    expected = residual.gamma * (residual.head_mix * 3 * residual.downsample_weight.sum((1, 2, 3))).sum(1)
+    torch.testing.assert_close(out, expected[None, :, None, None].expand_as(out).detach())

@@ -8,14 +8,13 @@ it. The hook sits on the model itself, inside any DDP wrapper, and works for
 any mmdet detector, mmseg segmentor or mmpretrain classifier without a
 subclass: a user's config only adds ``custom_hooks = [dict(type='mmlavit.DPLossHook')]``.
 """
-from functools import partial
-from typing import List
+import inspect
+from typing import List, Optional
 
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from torch import nn
-from torch.utils.hooks import RemovableHandle
 
 from mmlavit.models import LaViT
 from mmlavit.registry import HOOKS
@@ -28,39 +27,79 @@ def find_lavits(model: nn.Module) -> List[LaViT]:
     return [module for module in model.modules() if isinstance(module, LaViT)]
 
 
-def _add_dp_loss(backbones, model, args, kwargs, output):
-    if kwargs.get('mode') != 'loss' or not isinstance(output, dict):
+def _forward_mode(signature: inspect.Signature, args, kwargs) -> Optional[str]:
+    """The ``mode`` a model forward was called with, by keyword or by position (None if not given)."""
+    if 'mode' in kwargs:
+        return kwargs['mode']
+    try:
+        return signature.bind_partial(*args, **kwargs).arguments.get('mode')
+    except TypeError:
         return None
-    for backbone in backbones:
-        dp_loss = backbone.pop_dp_loss()
-        if dp_loss is not None:
-            output[DP_LOSS_KEY] = output[DP_LOSS_KEY] + dp_loss if DP_LOSS_KEY in output else dp_loss
-    return output
 
 
-def attach_dp_loss(model: nn.Module) -> RemovableHandle:
+class DPLossCollection:
+    """The hooks that sum LaViT's DP terms over one ``mode='loss'`` forward and add them as ``loss_dp``.
+
+    Made by :func:`attach_dp_loss`; :meth:`remove` detaches it again.
+    """
+
+    def __init__(self, model: nn.Module, backbones: List[LaViT]):
+        self.backbones = backbones
+        self._signature = inspect.signature(model.forward)
+        self._handles = [
+            model.register_forward_pre_hook(self._start, with_kwargs=True),
+            model.register_forward_hook(self._add, with_kwargs=True),
+        ]
+
+    def _start(self, model, args, kwargs):
+        if _forward_mode(self._signature, args, kwargs) == 'loss':
+            for backbone in self.backbones:
+                backbone.start_dp_collection()
+
+    def _add(self, model, args, kwargs, output):
+        if _forward_mode(self._signature, args, kwargs) != 'loss' or not isinstance(output, dict):
+            return None
+        for backbone in self.backbones:
+            dp_loss = backbone.pop_dp_loss()
+            if dp_loss is not None:
+                output[DP_LOSS_KEY] = output[DP_LOSS_KEY] + dp_loss if DP_LOSS_KEY in output else dp_loss
+        return output
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+def attach_dp_loss(model: nn.Module) -> DPLossCollection:
     """Makes ``model(..., mode='loss')`` return ``loss_dp`` next to its own losses.
+
+    ``loss_dp`` is the sum of ``dp_weight * L_DP`` over every forward of every
+    LaViT inside the model that ran with gradients during that one model
+    forward: two views, or the branches of a semi-supervised detector, add
+    their terms as they add their task losses; a teacher run under
+    ``torch.no_grad()`` adds none.
 
     Args:
         model (nn.Module): An mmdet/mmseg/mmpretrain model with a LaViT
             backbone (a DDP wrapper is unwrapped).
 
     Returns:
-        RemovableHandle: ``handle.remove()`` detaches it again.
+        DPLossCollection: ``.remove()`` detaches it again.
     """
     if is_model_wrapper(model):
         model = model.module
     backbones = find_lavits(model)
     if not backbones:
         raise ValueError(f'{type(model).__name__} has no LaViT module, so it has no loss_dp to collect')
-    return model.register_forward_hook(partial(_add_dp_loss, backbones), with_kwargs=True)
+    return DPLossCollection(model, backbones)
 
 
 @HOOKS.register_module()
 class DPLossHook(Hook):
     """Puts LaViT's ``dp_weight * L_DP`` into the training loss dict as ``loss_dp``.
 
-    Add ``custom_hooks = [dict(type='mmlavit.DPLossHook')]`` to a config. The
+    The sum over the LaViT forwards with gradients of each training step (see
+    :func:`attach_dp_loss`). Add ``custom_hooks = [dict(type='mmlavit.DPLossHook')]`` to a config. The
     weight is the backbone's ``dp_weight`` (0 turns the loss off).
     """
 

@@ -31,13 +31,18 @@ def per_head_depthwise_conv(scores: Tensor, weight: Tensor, hw: Tuple[int, int],
 
     Views scores (B, heads, K, N) as (B, heads * K, H, W) and applies one
     filter per head, shared by the K key cells, as a grouped convolution.
+    With a stride, the grid is first padded to a multiple of it at the
+    bottom and right, as the token downsampling pads (so that the two grids
+    always match), but by repeating the last row and column: a padded score
+    is a copy of a real one, not a zero that would pull the border cells'
+    scores towards 0.
 
     Args:
         scores (Tensor): Shape (B, heads, K, H * W).
         weight (Tensor): Per-head filters, shape (heads, 1, k, k).
         hw (tuple[int, int]): The query grid (H, W).
         stride (int): Convolution stride. Default: 1.
-        padding (int): Zero padding. Default: 0.
+        padding (int): Zero padding of the stride-1 convolution. Default: 0.
 
     Returns:
         Tensor: Shape (B, heads, K, H' * W') and the new grid (H', W').
@@ -45,8 +50,7 @@ def per_head_depthwise_conv(scores: Tensor, weight: Tensor, hw: Tuple[int, int],
     batch, heads, num_cells, _ = scores.shape
     maps = scores.reshape(batch, heads * num_cells, *hw)
     if stride > 1:
-        # The same padding as the token downsampling, so that the two grids always match.
-        maps = pad_to_multiple(maps, stride)
+        maps = pad_to_multiple(maps, stride, mode='replicate')
     filters = weight.repeat_interleave(num_cells, dim=0)
     maps = F.conv2d(maps, filters, stride=stride, padding=padding, groups=heads * num_cells)
     return maps.flatten(2).view(batch, heads, num_cells, -1), tuple(maps.shape[-2:])
@@ -92,6 +96,8 @@ class PooledAttention(BaseModule):
         embed_dims (int): Channels C.
         num_heads (int): Heads h; C must be divisible by h.
         pool_size (int): P, the side of the pooled key grid (K = P * P).
+        qkv_bias (bool): Bias of the key and value projections of the cells
+            (and of a VA layer's query projection). Default: True.
         attn_drop_rate (float): Dropout on the attention probabilities. Default: 0.
         proj_drop_rate (float): Dropout after the output projection. Default: 0.
         norm_cfg (dict): Norm of the pooled cells. Default: dict(type='LN').
@@ -102,7 +108,7 @@ class PooledAttention(BaseModule):
     #: The projection of the pooled cells: values only (LA) or keys and values (VA).
     cell_projections = 1
 
-    def __init__(self, embed_dims, num_heads, pool_size, attn_drop_rate=0., proj_drop_rate=0.,
+    def __init__(self, embed_dims, num_heads, pool_size, qkv_bias=True, attn_drop_rate=0., proj_drop_rate=0.,
                  norm_cfg=dict(type='LN'), act_cfg=dict(type='GELU'), init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         if embed_dims % num_heads:
@@ -113,7 +119,7 @@ class PooledAttention(BaseModule):
         self.pool_size = pool_size
         self.num_cells = pool_size ** 2
         self.cells = PooledCells(embed_dims, pool_size, norm_cfg, act_cfg)
-        self.cell_proj = nn.Linear(embed_dims, embed_dims * self.cell_projections)
+        self.cell_proj = nn.Linear(embed_dims, embed_dims * self.cell_projections, bias=qkv_bias)
         self.attn_drop = nn.Dropout(attn_drop_rate)
         self.proj = nn.Linear(embed_dims, embed_dims)
         self.proj_drop = nn.Dropout(proj_drop_rate)
@@ -182,9 +188,20 @@ class VanillaAttention(PooledAttention):
     cell_projections = 2
 
     def __init__(self, embed_dims, num_heads, pool_size, qkv_bias=True, **kwargs):
-        super().__init__(embed_dims, num_heads, pool_size, **kwargs)
+        super().__init__(embed_dims, num_heads, pool_size, qkv_bias, **kwargs)
         self.query = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
         self.scale = self.head_dims ** -0.5
+        self._register_load_state_dict_pre_hook(self._zero_query_bias_of_old_checkpoints)
+
+    def _zero_query_bias_of_old_checkpoints(self, state_dict, prefix, *args):
+        """Reads checkpoints of ``qkv_bias=False`` from before it covered keys and values.
+
+        Those have key/value biases but no query bias; a query bias of zero
+        computes exactly what they computed, so load them with ``qkv_bias=True``.
+        """
+        if (self.query.bias is not None and prefix + 'query.bias' not in state_dict
+                and prefix + 'cell_proj.bias' in state_dict):
+            state_dict[prefix + 'query.bias'] = torch.zeros_like(self.query.bias)
 
     def forward(self, x: Tensor, bias: Optional[Tensor] = None):
         batch, height, width, channels = x.shape
@@ -231,8 +248,8 @@ class LessAttention(PooledAttention):
         out (B, H, W, C), scores (B, heads, K, N), attn (B, heads, K, N).
     """
 
-    def __init__(self, embed_dims, num_heads, pool_size, la_kernel=3, **kwargs):
-        super().__init__(embed_dims, num_heads, pool_size, **kwargs)
+    def __init__(self, embed_dims, num_heads, pool_size, la_kernel=3, qkv_bias=True, **kwargs):
+        super().__init__(embed_dims, num_heads, pool_size, qkv_bias, **kwargs)
         if la_kernel % 2 != 1:
             raise ValueError(f'la_kernel must be odd so that Psi is centred, got {la_kernel}')
         self.theta_weight = nn.Parameter(torch.empty(self.num_cells, self.num_cells))
@@ -271,8 +288,10 @@ class LessAttention(PooledAttention):
 class AttentionResidual(BaseModule):
     """Carries the last scores of stage m-1 into the first VA layer of stage m.
 
-    A per-head 2x2 stride-2 depthwise convolution halves the query grid (with
-    the same even-padding as the token downsampling), a 1x1 map mixes the
+    A per-head 2x2 stride-2 depthwise convolution halves the query grid (an
+    odd grid padded to even as the token downsampling pads it, with copies of
+    the last row and column, so that a constant score map gives a constant
+    residual at every size), a 1x1 map mixes the
     h_{m-1} heads into h_m heads, and a per-head LayerScale (CaiT) scales the
     result. The key axis needs no resampling: cell k covers the same image
     region at every stage.
@@ -289,10 +308,18 @@ class AttentionResidual(BaseModule):
 
     def __init__(self, in_heads, out_heads, layer_scale_init=0.1, init_cfg=None):
         super().__init__(init_cfg=init_cfg)
-        # Starts as 2x2 average pooling of each head's scores and an even mix of the heads.
-        self.downsample_weight = nn.Parameter(torch.full((in_heads, 1, 2, 2), 0.25))
-        self.head_mix = nn.Parameter(torch.full((out_heads, in_heads), 1. / in_heads))
-        self.gamma = nn.Parameter(torch.full((out_heads, ), float(layer_scale_init)))
+        self.layer_scale_init = float(layer_scale_init)
+        self.downsample_weight = nn.Parameter(torch.empty(in_heads, 1, 2, 2))
+        self.head_mix = nn.Parameter(torch.empty(out_heads, in_heads))
+        self.gamma = nn.Parameter(torch.empty(out_heads))
+        self.init_average()
+
+    def init_average(self):
+        """2x2 average pooling of each head's scores, an even mix of the heads, LayerScale gamma."""
+        with torch.no_grad():
+            self.downsample_weight.fill_(0.25)
+            self.head_mix.fill_(1. / self.head_mix.shape[1])
+            self.gamma.fill_(self.layer_scale_init)
 
     def forward(self, scores: Tensor, hw: Tuple[int, int]) -> Tensor:
         with autocast_disabled(scores.device.type):

@@ -14,18 +14,19 @@ import functools
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch._subclasses.fake_tensor import is_fake
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from .precision import autocast_disabled
 
 
-def pad_to_multiple(maps: Tensor, multiple: int) -> Tensor:
-    """Zero-pads an NCHW tensor at the bottom and right to a multiple of ``multiple``.
+def pad_to_multiple(maps: Tensor, multiple: int, mode: str = 'constant') -> Tensor:
+    """Pads an NCHW tensor at the bottom and right to a multiple of ``multiple``.
 
     Args:
         maps (Tensor): Shape (B, C, H, W).
         multiple (int): The height and width become multiples of it.
+        mode (str): 'constant' (zeros) or 'replicate' (copies of the last
+            row and column), as for ``F.pad``. Default: 'constant'.
 
     Returns:
         Tensor: Shape (B, C, ceil(H / m) * m, ceil(W / m) * m).
@@ -37,7 +38,7 @@ def pad_to_multiple(maps: Tensor, multiple: int) -> Tensor:
     pad_width = (width + multiple - 1) // multiple * multiple - width
     if _known_zero(pad_height) and _known_zero(pad_width):
         return maps
-    return F.pad(maps, (0, pad_width, 0, pad_height))
+    return F.pad(maps, (0, pad_width, 0, pad_height), mode=mode)
 
 
 def _known_zero(size) -> bool:
@@ -67,8 +68,9 @@ def averaging_matrix(length: int, size: int, like: Tensor) -> Tensor:
     Returns:
         Tensor: Shape (P, n); each row is 1 / window length inside its window, 0 elsewhere.
     """
-    # Not cached while torch.export traces with fake tensors: the cache would hand them to later forwards.
-    if isinstance(length, int) and not is_fake(like):
+    # Not cached while torch.compile or torch.export traces: a traced graph builds it from its (symbolic) size,
+    # and a cache filled with tracing (fake) tensors would hand them to later forwards.
+    if isinstance(length, int) and not torch.compiler.is_compiling():
         return _cached_averaging_matrix(length, size, like.dtype, like.device)
     return _build_averaging_matrix(length, size, like.dtype, like.device)
 

@@ -10,7 +10,7 @@ from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks.drop import build_dropout
 from mmengine.logging import MMLogger
 from mmengine.model import BaseModule, ModuleList
-from mmengine.model.weight_init import constant_init, normal_init, trunc_normal_init
+from mmengine.model.weight_init import constant_init, initialize, normal_init, trunc_normal_init
 from mmengine.runner.checkpoint import load_state_dict
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -19,6 +19,7 @@ from mmlavit.registry import MODELS
 from mmlavit.utils import load_backbone_state_dict
 from .attention import AttentionResidual, LessAttention, VanillaAttention
 from .diagonality import layer_dp_loss
+from .errors import LaViTConfigError, LaViTInputError
 from .grid import pad_to_multiple
 from .mixffn import MixFFN
 
@@ -35,7 +36,9 @@ class LaViTLayer(BaseModule):
         less_attention (bool): An LA layer if True, else a VA layer.
         pool_size (int): Side of the pooled key grid.
         la_kernel (int): Kernel of Psi (LA layers only).
-        qkv_bias (bool): Bias of the query/key/value projections. Default: True.
+        qkv_bias (bool): Bias of the query, key and value projections (the
+            pooled cells' own projection keeps its bias, as PVTv2's spatial
+            reduction does). Default: True.
         drop_rate (float): Dropout after projections. Default: 0.
         attn_drop_rate (float): Dropout on attention probabilities. Default: 0.
         drop_path_rate (float): Stochastic depth of this layer. Default: 0.
@@ -56,34 +59,46 @@ class LaViTLayer(BaseModule):
         attn_kwargs = dict(attn_drop_rate=attn_drop_rate, proj_drop_rate=drop_rate,
                            norm_cfg=norm_cfg, act_cfg=act_cfg)
         if less_attention:
-            self.attn = LessAttention(embed_dims, num_heads, pool_size, la_kernel, **attn_kwargs)
+            self.attn = LessAttention(embed_dims, num_heads, pool_size, la_kernel, qkv_bias, **attn_kwargs)
         else:
             self.attn = VanillaAttention(embed_dims, num_heads, pool_size, qkv_bias, **attn_kwargs)
         self.drop_path = build_dropout(dict(type='DropPath', drop_prob=drop_path_rate))
         self.norm2 = build_norm_layer(norm_cfg, embed_dims)[1]
         self.ffn = MixFFN(embed_dims, mlp_ratio, act_cfg, drop_rate)
 
-    def forward(self, x: Tensor, scores: Optional[Tensor], with_dp: bool):
+    def forward(self, x: Tensor, prev_scores: Optional[Tensor] = None, attn_bias: Optional[Tensor] = None,
+                with_dp: bool = False):
         """Runs the layer.
 
         Args:
             x (Tensor): Tokens (B, H, W, C).
-            scores (Tensor, optional): For an LA layer, the previous layer's
-                pre-softmax scores (B, heads, K, N); for a VA layer, an
-                additive bias to its scores (the attention residual) or None.
+            prev_scores (Tensor, optional): The previous layer's pre-softmax
+                scores (B, heads, K, N), which an LA layer re-parameterises
+                (required there, unused by a VA layer).
+            attn_bias (Tensor, optional): An additive bias to a VA layer's
+                scores (B, heads, K, N): the attention residual of the stage's
+                first layer (VA layers only).
             with_dp (bool): Compute this layer's DP loss term (LA layers only).
 
         Returns:
             tuple: Tokens (B, H, W, C), this layer's pre-softmax scores
             (B, heads, K, N) and its DP term (a scalar) or None.
         """
+        if self.less_attention:
+            if prev_scores is None or attn_bias is not None:
+                raise ValueError('an LA layer re-parameterises prev_scores and takes no attn_bias')
+            scores_in = prev_scores
+        else:
+            if prev_scores is not None:
+                raise ValueError('a VA layer computes its own scores: pass the attention residual as attn_bias')
+            scores_in = attn_bias
         if self.with_cp and x.requires_grad:
             # Non-reentrant, so that the DP term returned from inside keeps its graph.
-            return cp.checkpoint(self._inner_forward, x, scores, with_dp, use_reentrant=False)
-        return self._inner_forward(x, scores, with_dp)
+            return cp.checkpoint(self._inner_forward, x, scores_in, with_dp, use_reentrant=False)
+        return self._inner_forward(x, scores_in, with_dp)
 
-    def _inner_forward(self, x, scores, with_dp):
-        attn_out, scores, attn = self.attn(self.norm1(x), scores)
+    def _inner_forward(self, x, scores_in, with_dp):
+        attn_out, scores, attn = self.attn(self.norm1(x), scores_in)
         x = x + self.drop_path(attn_out)
         x = x + self.drop_path(self.ffn(self.norm2(x)))
         dp_term = None
@@ -149,7 +164,7 @@ class LaViTStage(BaseModule):
                  ar_layer_scale_init=0.1, norm_cfg=dict(type='LN'), init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         if not 1 <= va_layers <= depth:
-            raise ValueError(f'a stage needs 1 <= va_layers <= depth, got va_layers={va_layers}, '
+            raise LaViTConfigError(f'a stage needs 1 <= va_layers <= depth, got va_layers={va_layers}, '
                              f'depth={depth}')
         self.downsample = Downsample(in_channels, embed_dims, downsample_stride, norm_cfg)
         self.attn_residual = None
@@ -185,10 +200,9 @@ class LaViTStage(BaseModule):
         scores, dp_terms = None, []
         for index, layer in enumerate(self.layers):
             if layer.less_attention:
-                layer_scores = scores
+                x, scores, dp_term = layer(x, prev_scores=scores, with_dp=with_dp)
             else:
-                layer_scores = residual if index == 0 else None
-            x, scores, dp_term = layer(x, layer_scores, with_dp)
+                x, scores, dp_term = layer(x, attn_bias=residual if index == 0 else None, with_dp=with_dp)
             if dp_term is not None:
                 dp_terms.append(dp_term)
         return self.norm(x), scores, dp_terms
@@ -209,35 +223,44 @@ class LaViT(BaseModule):
     An attention residual carries the last scores of a stage into the first VA
     layer of the next one.
 
-    In training mode with ``dp_weight > 0`` and an LA layer in an unfrozen
-    stage, the forward also computes the diagonality-preserving loss of the
-    LA layers and holds ``dp_weight * L_DP`` (zero when no LA layer's query
-    grid holds the P x P cells); :meth:`pop_dp_loss` hands it over (the
-    ``mmlavit.DPLossHook`` puts it into the loss dict as ``loss_dp``). The
-    return value is always just the tuple of NCHW features.
+    A training forward that records gradients (train mode, ``dp_weight > 0``,
+    an LA layer in an unfrozen stage, grad mode on) also computes the
+    diagonality-preserving loss of the LA layers, ``dp_weight * L_DP`` (zero
+    when no LA layer's query grid holds the P x P cells), and holds it;
+    :meth:`pop_dp_loss` hands it over. While a consumer collects it (the
+    ``mmlavit.DPLossHook``, through :func:`mmlavit.attach_dp_loss`, during
+    each ``mode='loss'`` forward of the model), the terms of every backbone
+    forward inside that model forward are summed, as the task losses of two
+    views or branches are; a forward under ``torch.no_grad()`` (a teacher)
+    adds nothing. The return value is always just the tuple of NCHW features.
 
     Args:
-        arch (str | dict): 't', 's', 'b' or a dict with keys embed_dims,
-            depths, va_layers, num_heads, mlp_ratios (one entry per stage).
-            Default: 's'.
+        arch (str | dict): 't', 's', 'b' (or 'tiny', 'small', 'base') or a
+            dict with keys embed_dims, depths, va_layers, num_heads,
+            mlp_ratios (one entry per stage). Default: 's'.
         in_channels (int): Input channels. Default: 3.
-        pool_size (int): P, the side of the pooled key grid. Default: 7.
-        la_kernel (int): Kernel of the LA layers' Psi convolution. Default: 3.
+        pool_size (int): P, the side of the pooled key grid (>= 2). Default: 7.
+        la_kernel (int): Odd kernel of the LA layers' Psi convolution. Default: 3.
         attn_residual (bool): Use the attention residual between stages.
             Default: True.
         ar_layer_scale_init (float): Initial LayerScale of the attention
             residual. Default: 0.1.
-        dp_weight (float): Weight of the DP loss; 0 turns it off. Default: 0.1.
+        dp_weight (float): Weight of the DP loss (>= 0); 0 turns it off.
+            Default: 0.1.
         out_indices (Sequence[int]): Stages whose outputs are returned.
             Default: (0, 1, 2, 3).
-        qkv_bias (bool): Bias of the query/key/value projections. Default: True.
-        drop_rate (float): Dropout rate. Default: 0.
-        attn_drop_rate (float): Attention dropout rate. Default: 0.
-        drop_path_rate (float): Stochastic depth rate, spread linearly over
-            the layers. Default: 0.1.
+        qkv_bias (bool): Bias of the query, key and value projections (the
+            pooled cells' own projection keeps its bias, as PVTv2's spatial
+            reduction does). Default: True.
+        drop_rate (float): Dropout rate, in [0, 1). Default: 0.
+        attn_drop_rate (float): Attention dropout rate, in [0, 1). Default: 0.
+        drop_path_rate (float): Stochastic depth rate, in [0, 1), spread
+            linearly over the layers. Default: 0.1.
         act_cfg (dict): Activation. Default: dict(type='GELU').
         norm_cfg (dict): Norm of tokens and stage outputs, applied over the
-            channel (last) axis: a LayerNorm type. Default: dict(type='LN').
+            channel (last) axis of channels-last tokens: a LayerNorm type
+            (BN, GN and SyncBN normalise another axis and are refused).
+            Default: dict(type='LN').
         frozen_stages (int): Stages to freeze (stop grad and set eval mode);
             0 freezes the stem only, -1 means not freezing any parameters.
             Default: -1.
@@ -247,40 +270,60 @@ class LaViT(BaseModule):
             itself. Default: False.
         with_cp (bool): Use checkpoint or not. Using checkpoint will save some
             memory while slowing down the training speed. Default: False.
-        init_cfg (dict, optional): Initialization config, e.g.
-            ``dict(type='Pretrained', checkpoint='lavit_s.pth', prefix='backbone.')``.
-            Default: None (trained from scratch).
+        init_cfg (dict | list[dict], optional): Initialization config, e.g.
+            ``dict(type='Pretrained', checkpoint='lavit_s.pth', prefix='backbone.')``,
+            or a list of initialisers as mmengine takes them. Default: None
+            (trained from scratch).
+
+    Raises:
+        LaViTConfigError: An option's value or an init_cfg key that LaViT
+            does not accept; the message names it and what is accepted.
 
     Shapes:
-        Input (B, in_channels, H, W) with H, W >= 32; output a tuple of
+        Input (B, in_channels, H, W) with B >= 1, H, W >= 32; output a tuple of
         (B, embed_dims[i], ceil(H / s_i), ceil(W / s_i)) for i in out_indices,
         s = (4, 8, 16, 32).
     """
 
+    # One family: the channels (so every variant fits the same neck), heads and MLP ratios are shared;
+    # the variants differ in depth and VA/LA split (docs/design.md, "Variants").
     arch_zoo = {
-        't': dict(embed_dims=[64, 128, 320, 512], depths=[2, 2, 2, 2], va_layers=[1, 1, 1, 1],
-                  num_heads=[1, 2, 5, 8], mlp_ratios=[8, 8, 4, 4]),
-        's': dict(embed_dims=[64, 128, 320, 512], depths=[3, 4, 6, 3], va_layers=[1, 2, 2, 1],
-                  num_heads=[1, 2, 5, 8], mlp_ratios=[8, 8, 4, 4]),
-        'b': dict(embed_dims=[64, 128, 320, 512], depths=[3, 4, 18, 3], va_layers=[1, 2, 4, 1],
-                  num_heads=[1, 2, 5, 8], mlp_ratios=[8, 8, 4, 4]),
+        't': dict(embed_dims=[64, 128, 320, 512], depths=[2, 2, 2, 2], va_layers=[1, 1, 1, 2],
+                  num_heads=[1, 2, 5, 8], mlp_ratios=[4, 8, 4, 4]),
+        's': dict(embed_dims=[64, 128, 320, 512], depths=[3, 4, 6, 4], va_layers=[1, 2, 2, 2],
+                  num_heads=[1, 2, 5, 8], mlp_ratios=[4, 8, 4, 4]),
+        'b': dict(embed_dims=[64, 128, 320, 512], depths=[3, 4, 18, 5], va_layers=[1, 2, 4, 2],
+                  num_heads=[1, 2, 5, 8], mlp_ratios=[4, 8, 4, 4]),
     }
+    #: The long names of the shipped archs, as mmpretrain's backbones take them.
+    arch_aliases = {'tiny': 't', 'small': 's', 'base': 'b'}
     #: The smallest input side: four stages with a total stride of 32.
     min_input_size = 32
+    #: The keys a ``Pretrained`` init_cfg may have (mmengine's PretrainedInit takes the same).
+    pretrained_keys = ('type', 'checkpoint', 'prefix', 'map_location')
 
     def __init__(self, arch='s', in_channels=3, pool_size=7, la_kernel=3, attn_residual=True,
                  ar_layer_scale_init=0.1, dp_weight=0.1, out_indices=(0, 1, 2, 3), qkv_bias=True,
                  drop_rate=0., attn_drop_rate=0., drop_path_rate=0.1, act_cfg=dict(type='GELU'),
                  norm_cfg=dict(type='LN'), frozen_stages=-1, norm_eval=False, with_cp=False,
                  init_cfg=None):
-        super().__init__(init_cfg=init_cfg)
+        super().__init__(init_cfg=self._check_init_cfg(init_cfg))
         self.arch_settings = self._resolve_arch(arch)
         num_stages = len(self.arch_settings['depths'])
         out_indices = self._resolve_out_indices(out_indices, num_stages)
-        if not -1 <= frozen_stages <= num_stages:
-            raise ValueError(f'frozen_stages must be in -1..{num_stages}, got {frozen_stages}')
-        if pool_size < 2:
-            raise ValueError(f'pool_size must be >= 2 (the DP loss compares cells), got {pool_size}')
+        _check_option('frozen_stages', frozen_stages, isinstance(frozen_stages, int)
+                      and -1 <= frozen_stages <= num_stages, f'an int in -1..{num_stages}')
+        _check_option('pool_size', pool_size, isinstance(pool_size, int) and pool_size >= 2,
+                      'an int >= 2 (the DP loss compares cells)')
+        _check_option('la_kernel', la_kernel, isinstance(la_kernel, int) and la_kernel % 2 == 1,
+                      'an odd int (Psi is centred)')
+        _check_option('dp_weight', dp_weight, _is_number(dp_weight) and 0 <= dp_weight < math.inf,
+                      'a number >= 0 (0 turns the DP loss off)')
+        for name, rate in (('drop_rate', drop_rate), ('attn_drop_rate', attn_drop_rate),
+                           ('drop_path_rate', drop_path_rate)):
+            _check_option(name, rate, _is_number(rate) and 0 <= rate < 1, 'a rate in [0, 1)')
+        _check_layer_norm(norm_cfg)
+        self.in_channels = in_channels
         self.pool_size = pool_size
         self.dp_weight = dp_weight
         self.out_indices = out_indices
@@ -313,6 +356,7 @@ class LaViT(BaseModule):
             channels, heads = self.embed_dims[index], self.arch_settings['num_heads'][index]
 
         self._dp_loss = None
+        self._collecting_dp_loss = False
         self._warned_unconsumed = False
         # Before any wrapper (DDP registers the parameters that need gradients when it wraps).
         self._freeze_stages()
@@ -322,47 +366,68 @@ class LaViT(BaseModule):
         out_indices = (out_indices, ) if isinstance(out_indices, int) else tuple(out_indices)
         invalid = [index for index in out_indices if not -num_stages <= index < num_stages]
         if invalid or not out_indices:
-            raise ValueError(f'out_indices must be stage indices in {-num_stages}..{num_stages - 1}, '
-                             f'got {out_indices}')
+            raise LaViTConfigError(f'out_indices must be stage indices in {-num_stages}..{num_stages - 1}, '
+                                   f'got {out_indices}')
         return tuple(index % num_stages for index in out_indices)
 
     def _resolve_arch(self, arch):
         if isinstance(arch, str):
-            if arch.lower() not in self.arch_zoo:
-                raise ValueError(f'unknown LaViT arch {arch!r}; choose one of '
-                                 f'{sorted(self.arch_zoo)} or give a dict')
-            return self.arch_zoo[arch.lower()]
+            name = self.arch_aliases.get(arch.lower(), arch.lower())
+            if name not in self.arch_zoo:
+                raise LaViTConfigError(f'unknown LaViT arch {arch!r}; choose one of {sorted(self.arch_zoo)} '
+                                       f'(or {sorted(self.arch_aliases)}) or give a dict')
+            return self.arch_zoo[name]
         required = {'embed_dims', 'depths', 'va_layers', 'num_heads', 'mlp_ratios'}
         if not isinstance(arch, dict) or set(arch) != required:
-            raise ValueError(f'a custom LaViT arch must be a dict with exactly the keys '
-                             f'{sorted(required)}, got {arch!r}')
+            raise LaViTConfigError(f'a custom LaViT arch must be a dict with exactly the keys '
+                                   f'{sorted(required)}, got {arch!r}')
         if len({len(value) for value in arch.values()}) != 1:
-            raise ValueError(f'every entry of a custom LaViT arch needs one value per stage: {arch!r}')
+            raise LaViTConfigError(f'every entry of a custom LaViT arch needs one value per stage: {arch!r}')
         return arch
 
+    @classmethod
+    def _check_init_cfg(cls, init_cfg):
+        """Refuses init_cfg entries that are not initialisers, and Pretrained keys mmengine does not read."""
+        for entry in (init_cfg if isinstance(init_cfg, list) else [] if init_cfg is None else [init_cfg]):
+            if not isinstance(entry, dict) or 'type' not in entry:
+                raise LaViTConfigError(f'init_cfg entries must be dicts with a type, got {entry!r}')
+            unknown = sorted(set(entry) - set(cls.pretrained_keys))
+            if entry['type'] == 'Pretrained' and unknown:
+                raise LaViTConfigError(
+                    f'LaViT\'s Pretrained init_cfg has no key {", ".join(map(repr, unknown))}; it takes '
+                    f'{", ".join(cls.pretrained_keys)} (e.g. model.backbone.init_cfg.checkpoint=PATH)')
+        if isinstance(init_cfg, list) and sum(entry['type'] == 'Pretrained' for entry in init_cfg) > 1:
+            raise LaViTConfigError('init_cfg may hold one Pretrained entry, got several')
+        return init_cfg
+
     def init_weights(self):
-        """Loads the ``Pretrained`` init_cfg's checkpoint, or initialises from scratch.
+        """Initialises every layer from scratch, then applies ``init_cfg`` on top.
 
         From scratch, every layer starts as PVTv2 initialises its counterpart
-        (see :meth:`init_from_scratch`); then an ``init_cfg`` other than
-        ``Pretrained`` is applied on top, e.g.
-        ``dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.)`` gives
-        every linear layer the ViT initialisation. A ``Pretrained`` init_cfg
-        whose checkpoint is None (the shipped configs' default) trains from
-        scratch, with a log line saying so.
+        (see :meth:`init_from_scratch`). Then the init_cfg's initialisers other
+        than ``Pretrained`` (a dict or a list, as mmengine takes them) are
+        applied, e.g. ``dict(type='TruncNormal', layer='Linear', std=0.02,
+        bias=0.)`` gives every linear layer the ViT initialisation. Last, as in
+        mmengine, a ``Pretrained`` entry loads its checkpoint: the weights it
+        has replace the initialised ones, and layers it lacks keep LaViT's
+        own initialisation (the log lists them). A ``Pretrained`` entry whose
+        checkpoint is None (the shipped configs' default) trains from scratch,
+        with a log line saying so.
         """
         logger = MMLogger.get_current_instance()
-        pretrained = self.init_cfg is not None and self.init_cfg.get('type') == 'Pretrained'
-        if pretrained and self.init_cfg.get('checkpoint'):
-            state_dict = load_backbone_state_dict(self.init_cfg, self)
-            load_state_dict(self, state_dict, strict=False, logger=logger)
-            self._is_init = True
-            return
-        logger.warning(f'No pre-trained weights for {self.__class__.__name__}, '
-                       'training starts from scratch')
+        entries = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg] if self.init_cfg else []
+        pretrained = next((entry for entry in entries if entry['type'] == 'Pretrained'), None)
         self.init_from_scratch()
-        if self.init_cfg is not None and not pretrained:
-            super().init_weights()
+        initializers = [entry for entry in entries if entry['type'] != 'Pretrained']
+        if initializers:
+            initialize(self, initializers)
+        if pretrained is not None and pretrained.get('checkpoint'):
+            state_dict = load_backbone_state_dict(pretrained, self)
+            load_state_dict(self, state_dict, strict=False, logger=logger)
+        else:
+            logger.warning(f'No pre-trained weights for {self.__class__.__name__}, '
+                           'training starts from scratch')
+        self._is_init = True
 
     def init_from_scratch(self):
         """Initialises every layer as PVTv2 initialises its counterpart.
@@ -385,10 +450,47 @@ class LaViT(BaseModule):
                 normal_init(module, 0, math.sqrt(2.0 / (fan_out // module.groups)))
             elif isinstance(module, LessAttention):
                 module.init_identity()
+            elif isinstance(module, AttentionResidual):
+                module.init_average()
         for module in self.modules():
             if isinstance(module, MixFFN):
                 for fc in (module.fc1, module.fc2):
                     normal_init(fc, 0, math.sqrt(2.0 / fc.out_features), bias=0.)
+
+    def get_layer_depth(self, param_name: str, prefix: str = ''):
+        """The layer depth of a parameter, for layer-wise learning-rate decay.
+
+        mmpretrain's contract (``LearningRateDecayOptimWrapperConstructor``;
+        its Swin counts the same way): the stem is layer 0, the transformer
+        layers are 1..L counted through the stages, each stage's closing norm
+        goes with the stage's last layer, and the merging and the attention
+        residual at the start of stage i (i > 0) with stage i-1's last layer,
+        where Swin's merging sits. Parameters outside the backbone (neck,
+        heads) get L + 1.
+
+        Args:
+            param_name (str): The parameter's name.
+            prefix (str): The backbone's prefix in ``param_name``, e.g.
+                'backbone.'. Default: ''.
+
+        Returns:
+            tuple[int, int]: The layer depth and the number of depths, L + 2.
+        """
+        depths = self.arch_settings['depths']
+        num_layers = sum(depths) + 2
+        if not param_name.startswith(prefix):
+            return num_layers - 1, num_layers
+        parts = param_name[len(prefix):].split('.')
+        if parts[0] != 'stages' or len(parts) < 3:
+            return num_layers - 1, num_layers
+        stage = int(parts[1])
+        if parts[2] == 'layers':
+            depth = sum(depths[:stage]) + int(parts[3]) + 1
+        elif parts[2] == 'norm':
+            depth = sum(depths[:stage + 1])
+        else:  # downsample, attn_residual
+            depth = sum(depths[:stage])
+        return depth, num_layers
 
     def train(self, mode=True):
         super().train(mode)
@@ -409,9 +511,16 @@ class LaViT(BaseModule):
                 param.requires_grad = False
 
     def _check_input(self, x: Tensor):
-        height, width = x.shape[-2:]
+        if not isinstance(x, Tensor) or x.dim() != 4:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise LaViTInputError(f'LaViT takes a batch of images (B, {self.in_channels}, H, W), got {shape}; '
+                                  f'add the batch axis to a single image with x[None]')
+        batch, channels, height, width = x.shape
+        if batch == 0 or channels != self.in_channels:
+            raise LaViTInputError(f'LaViT takes a batch of images (B, {self.in_channels}, H, W) with B >= 1, '
+                                  f'got {tuple(x.shape)}' + ('' if batch else ': the batch is empty'))
         if min(height, width) < self.min_input_size:
-            raise ValueError(
+            raise LaViTInputError(
                 f'LaViT needs inputs of at least {self.min_input_size}x{self.min_input_size} pixels '
                 f'(four stages, total stride 32), got {height}x{width}. Resize or pad the images, '
                 f'e.g. with a larger Resize scale or the data preprocessor\'s pad_size_divisor=32.')
@@ -420,14 +529,14 @@ class LaViT(BaseModule):
         """Computes the stage features.
 
         Args:
-            x (Tensor): Images (B, C, H, W), H and W >= 32.
+            x (Tensor): Images (B, C, H, W), B >= 1, H and W >= 32.
 
         Returns:
             tuple[Tensor]: NCHW features of the stages in ``out_indices``.
         """
         self._check_input(x)
-        self._discard_unconsumed_dp_loss()
-        with_dp = self.training and self.dp_weight > 0 and self._has_trainable_la_layers()
+        with_dp = (self.training and torch.is_grad_enabled() and self.dp_weight > 0
+                   and self._has_trainable_la_layers())
         outs, dp_terms = [], []
         scores, hw = None, None
         for index, stage in enumerate(self.stages):
@@ -441,24 +550,43 @@ class LaViT(BaseModule):
         if with_dp:
             # Zero when every LA layer's grid was smaller than the cells: loss_dp stays in the loss
             # dict at every input size.
-            self._dp_loss = self.dp_weight * torch.stack(dp_terms).mean() if dp_terms else x.new_zeros(())
+            self._hold_dp_loss(self.dp_weight * torch.stack(dp_terms).mean() if dp_terms else x.new_zeros(()))
         return tuple(outs)
 
     def _has_trainable_la_layers(self) -> bool:
         return any(layer.less_attention for stage in self.stages[max(self.frozen_stages, 0):]
                    for layer in stage.layers)
 
+    def start_dp_collection(self):
+        """Sums the DP terms of the coming forwards until :meth:`pop_dp_loss` (a consumer calls this).
+
+        A term that an earlier forward left unconsumed is dropped (with a
+        one-time warning).
+        """
+        self._discard_unconsumed_dp_loss()
+        self._collecting_dp_loss = True
+
     def pop_dp_loss(self) -> Optional[Tensor]:
-        """Hands over ``dp_weight * L_DP`` of the last training forward, once.
+        """Hands over the held ``dp_weight * L_DP``, once, and ends a collection.
 
         Returns:
-            Tensor | None: A scalar with its graph (zero when no LA layer's
-            grid held the cells), or None when the last forward computed none
-            (eval mode, ``dp_weight=0``, no LA layer in an unfrozen stage, or
+            Tensor | None: A scalar with its graph: the term of the last
+            training forward, or while collecting, the sum over the forwards
+            since :meth:`start_dp_collection` (zero when no LA layer's grid
+            held the cells). None when no forward computed one (eval mode,
+            no grad, ``dp_weight=0``, no LA layer in an unfrozen stage, or
             already popped).
         """
         dp_loss, self._dp_loss = self._dp_loss, None
+        self._collecting_dp_loss = False
         return dp_loss
+
+    def _hold_dp_loss(self, dp_loss: Tensor):
+        if self._collecting_dp_loss and self._dp_loss is not None:
+            self._dp_loss = self._dp_loss + dp_loss
+            return
+        self._discard_unconsumed_dp_loss()
+        self._dp_loss = dp_loss
 
     def _discard_unconsumed_dp_loss(self):
         if self._dp_loss is None:
@@ -470,4 +598,27 @@ class LaViT(BaseModule):
                 'LaViT computed a diagonality-preserving loss that nothing consumed, so it is not '
                 'trained. Add `custom_hooks = [dict(type=\'mmlavit.DPLossHook\')]` to the config (or '
                 'call mmlavit.attach_dp_loss(model)), or set `model.backbone.dp_weight=0` to skip it.',
-                UserWarning, stacklevel=2)
+                UserWarning, stacklevel=3)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_option(name: str, value, valid: bool, accepted: str):
+    if not valid:
+        raise LaViTConfigError(f'LaViT option {name}={value!r} is not accepted: it must be {accepted} '
+                               f'(model.backbone.{name})')
+
+
+def _check_layer_norm(norm_cfg: dict):
+    """LaViT normalises channels-last tokens over the last axis: only LayerNorm types do that."""
+    try:
+        norm = build_norm_layer(norm_cfg, 8)[1]
+    except Exception as error:  # an unknown type or argument: mmcv's own message says which
+        raise LaViTConfigError(f'LaViT option norm_cfg={norm_cfg!r} cannot be built: {error}') from None
+    if not isinstance(norm, nn.LayerNorm):
+        raise LaViTConfigError(
+            f'LaViT option norm_cfg={norm_cfg!r} is not accepted: LaViT normalises channels-last tokens over '
+            f'their channels, which only LayerNorm types do (BN, SyncBN and GN normalise another axis); use '
+            f"norm_cfg=dict(type='LN') (model.backbone.norm_cfg)")

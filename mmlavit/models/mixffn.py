@@ -81,7 +81,8 @@ class MixFFN(BaseModule):
     dropout, runs the conv, GELU and second linear layer as
     :class:`DWConvGELULinear`, which keeps one hidden map for the backward
     pass instead of three; outputs and gradients are those of the plain
-    computation. Inference, other activations and dropout take the plain path.
+    computation. Inference, other activations, dropout and torch.compile take
+    the plain path.
 
     Args:
         embed_dims (int): Channels C.
@@ -105,8 +106,9 @@ class MixFFN(BaseModule):
 
     def forward(self, x: Tensor) -> Tensor:
         hidden = self.fc1(x)
+        # Under torch.compile the compiler chooses what to keep for backward itself.
         if (self.training and torch.is_grad_enabled() and isinstance(self.act, nn.GELU)
-                and self.drop.p == 0):
+                and self.drop.p == 0 and not torch.compiler.is_compiling()):
             conv = self.dwconv
             return DWConvGELULinear.apply(hidden, conv.weight, conv.bias, self.fc2.weight, self.fc2.bias,
                                           (conv.stride, conv.padding, conv.dilation, conv.groups),
