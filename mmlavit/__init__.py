@@ -1,8 +1,8 @@
 """mmlavit: the Less-Attention Vision Transformer (LaViT) backbone for OpenMMLab.
 
 Importing the package registers ``mmlavit.LaViT`` (also as plain ``LaViT``)
-and ``mmlavit.DPLossHook``, and makes mmengine's loader of local checkpoint
-files load what mmengine, mmdet, mmseg and mmpretrain write without running
+and ``mmlavit.DPLossHook``, and makes mmengine's checkpoint loaders (local
+files, URLs and model-zoo names) load what mmengine, mmdet, mmseg and mmpretrain write without running
 code from the file (see :mod:`mmlavit.utils.checkpoint`).
 """
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
@@ -10,7 +10,7 @@ from mmengine.registry import MODELS as MMENGINE_MODELS
 
 from .engine import DPLossHook, attach_dp_loss
 from .models import LaViT
-from .utils import register_safe_local_loader
+from .utils import register_safe_checkpoint_loaders
 
 __version__ = '0.1.0'
 
@@ -18,6 +18,6 @@ __version__ = '0.1.0'
 # that mmdet's, mmseg's and mmpretrain's registries fall back to.
 MMENGINE_MODELS.register_module(module=LaViT)
 MMENGINE_HOOKS.register_module(module=DPLossHook)
-register_safe_local_loader()
+register_safe_checkpoint_loaders()
 
 __all__ = ['LaViT', 'DPLossHook', 'attach_dp_loss', '__version__']

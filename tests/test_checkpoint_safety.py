@@ -1,8 +1,13 @@
 """Loading a checkpoint never runs code from it, and an interrupted run loses nothing.
 
 The checkpoints are real ones: tools/train.py writes them on generated data for
-mmdet, mmseg and mmpretrain.
+mmdet, mmseg and mmpretrain. A malicious checkpoint is given by its path and by
+a URL that a thread serves on 127.0.0.1 (tests/test_url_checkpoints.py tests
+the rest of loading from URLs).
 """
+import functools
+import http.server
+import itertools
 import os
 import pickle
 import re
@@ -10,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import types
 
@@ -23,9 +29,10 @@ from mmengine.runner.checkpoint import CheckpointLoader
 from mmlavit import LaViT
 from mmlavit.cli.demo_data import make_ade_shapes, make_coco_shapes, make_imagenet_shapes
 from mmlavit.cli.tool_process import REPO
-from tool_calls import run_tool
 from mmlavit.utils import (TRUST_ENV, IncompleteCheckpointError, UntrustedCheckpointError, load_from_local,
-                           register_safe_local_loader, unsafe_globals)
+                           register_safe_checkpoint_loaders, unsafe_globals)
+from mmlavit.utils.remote_checkpoint import SAFE_LOADERS
+from tool_calls import run_tool
 
 DET_CONFIG = 'configs/demo/mask_rcnn_lavit_t_shapes.py'
 
@@ -118,21 +125,26 @@ def test_real_checkpoints_need_nothing_beyond_the_allowlist(framework_checkpoint
     assert checkpoint['meta']['dataset_meta']['classes'] and checkpoint['optimizer']['state']
 
 
-def test_only_mmengine_loader_of_local_files_is_replaced():
+def test_every_scheme_of_mmengine_loads_safely():
     schemes = dict(CheckpointLoader._schemes)
     assert schemes.pop('') is load_from_local
-    assert schemes['http://'] is mmengine_checkpoint.load_from_http
-    assert all(loader.__module__ == 'mmengine.runner.checkpoint' for loader in schemes.values())
+    assert schemes['http://'] is SAFE_LOADERS[mmengine_checkpoint.load_from_http]
+    # A scheme a newer mmengine adds fails here until it has a safe loader.
+    assert all(loader.__module__ == 'mmlavit.utils.remote_checkpoint' for loader in schemes.values())
 
+
+def test_loaders_that_other_code_registered_stay():
     def load_from_elsewhere(filename, map_location):
         return {}
 
-    CheckpointLoader.register_scheme(prefixes='', loader=load_from_elsewhere, force=True)
+    CheckpointLoader.register_scheme(prefixes=['', 'https://'], loader=load_from_elsewhere, force=True)
     try:
-        register_safe_local_loader()
-        assert CheckpointLoader._schemes[''] is load_from_elsewhere
+        register_safe_checkpoint_loaders()
+        assert CheckpointLoader._schemes[''] is CheckpointLoader._schemes['https://'] is load_from_elsewhere
     finally:
         CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)
+        CheckpointLoader.register_scheme(prefixes='https://', loader=SAFE_LOADERS[mmengine_checkpoint.load_from_http],
+                                         force=True)
 
 
 class Numpy1Pickler(pickle._Pickler):
@@ -166,13 +178,69 @@ class Payload:
         return os.system, (self.command, )
 
 
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    timeout = 30  # seconds a silent client may hold its server thread
+
+    def log_message(self, format, *args):
+        pass
+
+
+class CheckpointServer:
+    """Serves files over HTTP on 127.0.0.1 (a free port) from a thread, until :meth:`close`."""
+
+    def __init__(self, root):
+        self.root = root
+        self.httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0),
+                                                     functools.partial(QuietHandler, directory=str(root)))
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs=dict(poll_interval=0.1), daemon=True)
+        self.thread.start()
+        self.folders = itertools.count()
+
+    def serve(self, path, name=None) -> str:
+        """Serves a copy of ``path`` under ``name`` (default: its own) and returns the URL."""
+        folder = self.root / str(next(self.folders))
+        folder.mkdir()
+        shutil.copy(path, folder / (name or path.name))
+        return f'http://127.0.0.1:{self.httpd.server_port}/{folder.name}/{name or path.name}'
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope='module')
+def checkpoint_server(tmp_path_factory):
+    server = CheckpointServer(tmp_path_factory.mktemp('served'))
+    yield server
+    server.close()
+
+
 @pytest.fixture
-def payload(tmp_path):
-    """A checkpoint whose loading runs ``touch MARKER``: (path, marker)."""
+def hub_cache(tmp_path, monkeypatch):
+    """torch.hub's download cache (where URLs are downloaded to), in a fresh $TORCH_HOME."""
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
+    return tmp_path / 'torch_home' / 'hub' / 'checkpoints'
+
+
+@pytest.fixture
+def payload_file(tmp_path):
+    """A checkpoint file whose loading runs ``touch MARKER``: (path, marker)."""
     marker = tmp_path / 'payload_ran'
     path = tmp_path / 'downloaded.pth'
     torch.save({'meta': {'epoch': 1, 'note': Payload(f'touch {marker}')}, 'state_dict': {'w': torch.ones(1)}}, path)
     return path, marker
+
+
+@pytest.fixture(params=['path', 'url'])
+def payload(request, payload_file):
+    """:func:`payload_file` named by its path, or by a URL that serves it: (name, marker)."""
+    path, marker = payload_file
+    if request.param == 'path':
+        return path, marker
+    request.getfixturevalue('hub_cache')
+    return request.getfixturevalue('checkpoint_server').serve(path), marker
 
 
 def refusal(path):
@@ -223,7 +291,8 @@ TOOLS_THAT_LOAD = {
 }
 
 
-@pytest.mark.parametrize('tool', list(TOOLS_THAT_LOAD))
+@pytest.mark.parametrize('tool,payload', [(tool, name) for tool in TOOLS_THAT_LOAD for name in ('path', 'url')
+                                          if (tool, name) != ('train_resume', 'url')], indirect=['payload'])
 def test_payload_refused_by_tool(payload, coco, tmp_path, tool):
     path, marker = payload
     process = run_tool(*TOOLS_THAT_LOAD[tool](path, coco, tmp_path / 'out'))

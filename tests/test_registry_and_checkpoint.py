@@ -65,13 +65,16 @@ def test_mmpretrain_checkpoint_initialises_mmdet_backbone(tmp_path):
 
 
 def test_mismatched_checkpoint_logs_missing_and_unexpected_keys(tmp_path):
-    _, path = classifier_checkpoint(tmp_path, arch='s', attn_residual=False)
+    # LaViT-T with a third layer in stage 3 and no attention residual: shapes agree wherever keys meet.
+    tiny = LaViT.arch_zoo['t']
+    arch = dict(tiny, depths=[depth + (index == 2) for index, depth in enumerate(tiny['depths'])])
+    _, path = classifier_checkpoint(tmp_path, arch=arch, attn_residual=False)
     backbone = LaViT(arch='t', init_cfg=dict(type='Pretrained', checkpoint=path, prefix='backbone.'))
     with LogCapture() as logs:
         backbone.init_weights()
     text = '\n'.join(logs.messages)
     assert 'missing keys in source state_dict' in text and 'stages.1.attn_residual.gamma' in text
-    assert 'unexpected key in source state_dict' in text and 'stages.2.layers.5.attn' in text
+    assert 'unexpected key in source state_dict' in text and 'stages.2.layers.2.attn' in text
 
 
 def test_checkpoint_with_wrong_prefix_is_a_clear_error(tmp_path):

@@ -1,17 +1,20 @@
-"""Loading checkpoints without running code from them, and the backbone weight hand-off.
+"""Loading checkpoints without running code from them.
 
 torch unpickles with ``weights_only=True``: tensors, containers, numbers and
 strings, and any other class or function only where the load allows it by
 name. Checkpoints written by mmengine, mmdet, mmseg and mmpretrain also hold
 mmengine's ``HistoryBuffer`` (the message hub's logged scalars) and numpy
 arrays, dtypes and scalars: :data:`SAFE_GLOBALS` allows exactly those, during
-this module's loads only. Importing mmlavit routes mmengine's loader of local
-files through :func:`load_from_local`, so ``load_from``, resume, ``init_cfg``
+this module's loads only. Importing mmlavit routes every scheme of mmengine's
+``CheckpointLoader`` through :func:`load_file_safely` (local files through
+:func:`load_from_local`, URLs and model-zoo names through
+:mod:`mmlavit.utils.remote_checkpoint`), so ``load_from``, resume, ``init_cfg``
 Pretrained, ``init_detector`` and the tools all load that way.
 
 A file that needs anything else is refused with :class:`UntrustedCheckpointError`
-before any of it runs. A file the user vouches for is named in the environment
-variable ``MMLAVIT_TRUSTED_CHECKPOINTS`` and is then unpickled in full.
+before any of it runs. A file the user vouches for is named (by path or URL) in
+the environment variable ``MMLAVIT_TRUSTED_CHECKPOINTS`` and is then unpickled
+in full.
 """
 import logging
 import os
@@ -22,15 +25,13 @@ import threading
 import zipfile
 from collections import OrderedDict
 from contextlib import contextmanager
-from typing import List
+from typing import List, Sequence
 
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer, print_log
-from mmengine.runner import checkpoint as mmengine_checkpoint
-from mmengine.runner.checkpoint import CheckpointLoader
 
-#: Paths (separated by ``os.pathsep``) of checkpoints to unpickle in full, code included.
+#: Paths and URLs (separated by ``os.pathsep``) of checkpoints to unpickle in full, code included.
 TRUST_ENV = 'MMLAVIT_TRUSTED_CHECKPOINTS'
 
 # HistoryBuffer's default statistics methods, which it pickles with its state.
@@ -112,9 +113,15 @@ def incomplete_checkpoint_message(filename: str, fix: str) -> str:
             f'bytes), as when a run is killed while writing it or a copy is cut short. {fix}')
 
 
-def _is_trusted(filename: str) -> bool:
-    named = os.environ.get(TRUST_ENV, '').split(os.pathsep)
-    return osp.realpath(filename) in {osp.realpath(osp.expanduser(path)) for path in named if path}
+def is_trusted(name: str) -> bool:
+    """Whether :data:`TRUST_ENV` names the checkpoint: a path (as the same file) or a URL (as written)."""
+    named = os.environ.get(TRUST_ENV, '')
+    if '://' in name:
+        # A URL holds os.pathsep (':') itself: it is found whole, between separators.
+        separator = re.escape(os.pathsep)
+        return re.search(f'(?:^|{separator}){re.escape(name)}(?:{separator}|$)', named) is not None
+    paths = {osp.realpath(osp.expanduser(path)) for path in named.split(os.pathsep) if path and '://' not in path}
+    return osp.realpath(osp.expanduser(name)) in paths
 
 
 def _reason(error: Exception) -> str:
@@ -123,30 +130,64 @@ def _reason(error: Exception) -> str:
     return ([text for text in paragraphs if text] or [''])[-1]
 
 
-def _untrusted(filename: str, needs: str) -> UntrustedCheckpointError:
+def _untrusted(filename: str, name: str, needs: str) -> UntrustedCheckpointError:
+    where = f' ({filename})' if name != filename else ''
+    trust = name if '://' in name else osp.abspath(name)
     return UntrustedCheckpointError(
-        f'checkpoint {filename} was not loaded: unpickling it needs {needs}, and checkpoints are only loaded '
+        f'checkpoint {name} was not loaded: unpickling it needs {needs}, and checkpoints are only loaded '
         f'with tensors, containers, numbers, strings, numpy arrays and mmengine\'s HistoryBuffer, so that '
-        f'loading one cannot run code from the file.\n'
+        f'loading one cannot run code from the file{where}.\n'
         f'  If you trust this file (you wrote it, or its source is one you would run code from), name it in '
-        f'the environment: {TRUST_ENV}={osp.abspath(filename)}\n'
+        f'the environment: {TRUST_ENV}={trust}\n'
         f'  Its pickle is then loaded in full, code included (README: "Checkpoints and safety").')
 
 
-def _load_error(filename: str, error: Exception, trusted: bool) -> Exception:
+def _load_error(filename: str, name: str, error: Exception, trusted: bool) -> Exception:
     """What a failed load raises: an incomplete file, a refusal, a file that is no checkpoint, or ``error``."""
     if isinstance(error, EOFError) or is_incomplete_checkpoint(filename):
-        return IncompleteCheckpointError(
-            incomplete_checkpoint_message(filename, 'Load an earlier checkpoint, or copy the file again.'))
+        fix = ('Load an earlier checkpoint, or copy the file again.' if name == filename else
+               f'It was fetched from {name}: delete it and load {name} again.')
+        return IncompleteCheckpointError(incomplete_checkpoint_message(filename, fix))
     archive = zipfile.is_zipfile(filename)  # torch.save's format; older torch wrote a bare pickle stream
     if isinstance(error, pickle.UnpicklingError) and not trusted:
         if archive:
-            return _untrusted(filename, ', '.join(unsafe_globals(filename)) or _reason(error))
+            return _untrusted(filename, name, ', '.join(unsafe_globals(filename)) or _reason(error))
         found = re.search(r'unsupported (?:global: )?GLOBAL (\S+)', str(error), re.IGNORECASE)
         if found:
-            return _untrusted(filename, found.group(1))
+            return _untrusted(filename, name, found.group(1))
+    where = f' ({filename})' if name != filename else ''
     return error if archive else CheckpointError(
-        f'{filename} is not a checkpoint torch can read ({type(error).__name__}: {_reason(error)})')
+        f'{name}{where} is not a checkpoint torch can read ({type(error).__name__}: {_reason(error)})')
+
+
+def load_file_safely(filename: str, map_location=None, sources: Sequence[str] = ()):
+    """Unpickles a checkpoint file with :data:`SAFE_GLOBALS`, or in full when :data:`TRUST_ENV` names it.
+
+    Args:
+        filename (str): The local file.
+        map_location: As for :func:`torch.load`. Default: None.
+        sources (Sequence[str]): The names the file was fetched by (a URL, a
+            model-zoo name). Messages name the first; naming any of them, or
+            the file, in :data:`TRUST_ENV` trusts it. Default: none.
+
+    Returns:
+        The checkpoint (usually a dict).
+
+    Raises:
+        UntrustedCheckpointError: The file needs a global outside the allowlist.
+        IncompleteCheckpointError: The file stops before its end.
+        CheckpointError: The file is not a checkpoint torch can read.
+    """
+    name = sources[0] if sources else filename
+    trusted_as = next((candidate for candidate in (*sources, filename) if is_trusted(candidate)), None)
+    if trusted_as:
+        print_log(f'{TRUST_ENV} names {trusted_as}: unpickling it in full, code included', logger='current',
+                  level=logging.WARNING)
+    try:
+        with _allowlist():
+            return torch.load(filename, map_location=map_location, weights_only=trusted_as is None)
+    except Exception as error:  # which one torch raises depends on where the file goes wrong
+        raise _load_error(filename, name, error, trusted_as is not None) from None
 
 
 def load_from_local(filename: str, map_location=None):
@@ -171,34 +212,7 @@ def load_from_local(filename: str, map_location=None):
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f'checkpoint {filename} can not be found.')
-    trusted = _is_trusted(filename)
-    if trusted:
-        print_log(f'{TRUST_ENV} names {filename}: unpickling it in full, code included', logger='current',
-                  level=logging.WARNING)
-    try:
-        with _allowlist():
-            return torch.load(filename, map_location=map_location, weights_only=not trusted)
-    except Exception as error:  # which one torch raises depends on where the file goes wrong
-        raise _load_error(filename, error, trusted) from None
-
-
-def register_safe_local_loader() -> None:
-    """Makes mmengine's ``CheckpointLoader`` load local files with :func:`load_from_local`.
-
-    Only mmengine's own loader of local paths is replaced: a loader that other
-    code registered for them, and the loaders of other schemes, stay.
-    """
-    if CheckpointLoader._schemes.get('') is mmengine_checkpoint.load_from_local:
-        CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)
-
-
-def _common_prefixes(keys, depth=2):
-    prefixes = OrderedDict()
-    for key in keys:
-        parts = key.split('.')
-        if len(parts) > depth:
-            prefixes['.'.join(parts[:depth]) + '.'] = None
-    return list(prefixes)[:5]
+    return load_file_safely(filename, map_location)
 
 
 def weights_of(checkpoint: dict) -> dict:
@@ -212,52 +226,3 @@ def weights_of(checkpoint: dict) -> dict:
 def strip_prefix(state_dict: dict, prefix: str) -> OrderedDict:
     """The entries whose key starts with ``prefix`` (ending in '.'), with the prefix removed."""
     return OrderedDict((key[len(prefix):], value) for key, value in state_dict.items() if key.startswith(prefix))
-
-
-def load_backbone_state_dict(init_cfg: dict, module: torch.nn.Module) -> dict:
-    """Reads the backbone weights a ``Pretrained`` init_cfg points to.
-
-    Accepts a plain state dict or an mmengine checkpoint (``state_dict`` or
-    ``model`` entry) and strips ``init_cfg['prefix']`` (e.g. 'backbone.')
-    when given; a backbone-only checkpoint loads under any prefix.
-
-    Args:
-        init_cfg (dict): ``dict(type='Pretrained', checkpoint=..., prefix=...)``.
-        module (nn.Module): The backbone the weights are for.
-
-    Returns:
-        dict: The state dict to load (missing and unexpected keys are left for
-        the caller to log).
-
-    Raises:
-        FileNotFoundError: The checkpoint file does not exist.
-        CheckpointError: The file is refused, incomplete or no checkpoint
-            (see :func:`load_from_local`).
-        ValueError: No key carries the prefix, or none matches the module.
-    """
-    path = init_cfg['checkpoint']
-    if '://' not in str(path) and not osp.isfile(osp.expanduser(str(path))):
-        raise FileNotFoundError(
-            f'the pretrained checkpoint {path} named in {type(module).__name__}\'s init_cfg does not '
-            f'exist. Fix the path (e.g. --cfg-options model.backbone.init_cfg.checkpoint=PATH) or '
-            f'remove init_cfg to train from scratch.')
-    state_dict = weights_of(CheckpointLoader.load_checkpoint(path, map_location='cpu'))
-    own_keys = set(module.state_dict())
-    prefix = init_cfg.get('prefix')
-    if prefix:
-        prefix = prefix if prefix.endswith('.') else prefix + '.'
-        stripped = strip_prefix(state_dict, prefix)
-        # A backbone-only checkpoint (tools/convert_checkpoint.py) has no prefix to strip.
-        if not stripped and not own_keys.intersection(state_dict):
-            raise ValueError(
-                f'no key of {path} starts with the prefix {prefix!r} given in init_cfg; its keys start '
-                f'with {_common_prefixes(state_dict)}. Set init_cfg.prefix to the one that holds the '
-                f'backbone (or drop it for a backbone-only checkpoint).')
-        state_dict = stripped or state_dict
-    if not own_keys.intersection(state_dict):
-        raise ValueError(
-            f'none of the {len(state_dict)} weights in {path} (prefix {prefix!r}) matches '
-            f'{type(module).__name__}: the checkpoint has keys like {list(state_dict)[:3]}, the model '
-            f'expects keys like {sorted(own_keys)[:3]}. Check init_cfg.prefix, or convert the checkpoint '
-            f'with tools/convert_checkpoint.py.')
-    return state_dict
