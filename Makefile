@@ -1,15 +1,18 @@
-# mmlavit: `make test` sets up .venv on first use (tools/setup_env.sh) and runs the suite.
+# mmlavit: `make test` sets up .venv on first use (tools/setup_env.sh) and runs the suite; `make lint` runs ruff.
 PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: install test flops demo demo-seg clean-venv
+.PHONY: install lint test flops demo demo-seg clean-venv
 
 $(STAMP): requirements.txt pyproject.toml tools/setup_env.sh
 	PYTHON=$(PYTHON) bash tools/setup_env.sh
 	touch $(STAMP)
 
 install: $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q tests

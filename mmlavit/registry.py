@@ -6,7 +6,10 @@ children and imports this module if needed).
 """
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS
 from mmengine.registry import Registry
 
 MODELS = Registry('model', parent=MMENGINE_MODELS, scope='mmlavit', locations=['mmlavit.models'])
 HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='mmlavit', locations=['mmlavit.engine'])
+OPTIM_WRAPPER_CONSTRUCTORS = Registry('optimizer wrapper constructor', parent=MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS,
+                                      scope='mmlavit', locations=['mmlavit.engine'])

@@ -35,10 +35,10 @@ def requirements(metadata, extra=None):
     return found
 
 
-def test_declares_the_openmmlab_stack_and_leaves_torch_to_the_user(metadata):
+def test_declares_the_openmmlab_stack_and_a_torch_floor(metadata):
     declared = requirements(metadata)
     assert {'mmengine', 'mmcv', 'mmdet', 'mmsegmentation', 'mmpretrain'} <= set(declared)
-    assert 'torch' not in declared and 'torchvision' not in declared
+    assert str(declared['torch']) == '>=2.6' and 'torchvision' not in declared
     # mmdet 3.3.0 and mmseg 1.2.2 refuse mmcv >= 2.2.
     assert '2.1.0' in declared['mmcv'] and '2.2.0' not in declared['mmcv'] and '1.7.2' not in declared['mmcv']
     for name, version in [('mmengine', '0.10.7'), ('mmdet', '3.3.0'), ('mmsegmentation', '1.2.2'),

@@ -1,5 +1,7 @@
-"""The README, followed literally: its commands exist as written, the cheap ones run, its links resolve."""
+"""The README and the pages of docs/, followed literally: their commands exist as written, the cheap ones run,
+their links resolve."""
 import os
+import os.path as osp
 import re
 import shlex
 import subprocess
@@ -10,8 +12,9 @@ import pytest
 
 from mmlavit.cli.tool_process import REPO
 
-README = (REPO / 'README.md').read_text()
-#: README commands cheap enough to run verbatim here (in the shell the README sets up).
+#: The documentation: the README and every page of docs/, relative to the repository root.
+PAGES = ['README.md'] + sorted(str(path.relative_to(REPO)) for path in (REPO / 'docs').glob('*.md'))
+#: Commands of the pages cheap enough to run verbatim here (in the shell the README sets up).
 RUN_VERBATIM = (
     'python tools/get_flops.py --shape 512 683 --models lavit-t swin-t',
 )
@@ -67,14 +70,24 @@ def script_of(tokens):
     return None
 
 
-def test_readme_has_the_commands_it_is_checked_with():
-    assert commands(README), 'no ```bash blocks found'
+def text_of(page):
+    return (REPO / page).read_text()
+
+
+def page_commands():
+    """(page, command) for every command of every page."""
+    return [(page, command) for page in PAGES for command in commands(text_of(page))]
+
+
+def test_pages_have_the_commands_they_are_checked_with():
+    assert commands(text_of('README.md')), 'no ```bash blocks found'
+    every_command = {command for _, command in page_commands()}
     for command in RUN_VERBATIM:
-        assert command in commands(README), command
+        assert command in every_command, command
 
 
-@pytest.mark.parametrize('command', commands(README))
-def test_every_command_names_what_exists(command):
+@pytest.mark.parametrize('page,command', page_commands())
+def test_every_command_names_what_exists(page, command):
     tokens = [token.strip('[]') for token in shlex.split(command)]
     tokens = [token for token in tokens if token and not re.match(r'^[A-Z_]+=', token)]  # env assignments
     if tokens[0] == 'make':
@@ -83,21 +96,28 @@ def test_every_command_names_what_exists(command):
     if tokens[0] in ('source', 'pip', 'mim', 'git', 'cd'):
         if tokens[0] == 'source':
             assert (REPO / tokens[1]).parent.name == 'bin' and tokens[1].startswith('.venv/'), command
+        if tokens[0] == 'mim':
+            check_paths(tokens[1:], command)
         return
     script = script_of(tokens)
-    assert script is not None, f'a README command that is neither make nor a tool: {command}'
+    assert script is not None, f'a command of {page} that is neither make nor a tool: {command}'
     assert (REPO / script).is_file(), command
     if tokens[0] not in ('python', 'bash') and not script.endswith('.sh'):
         pytest.fail(f'run tools with `python` (the activated environment): {command}')
-    for token in tokens[tokens.index(script) + 1:]:
-        for path in expand_braces(token.split('=', 1)[-1]):
-            if path.startswith(('configs/', 'tools/')):
-                assert (REPO / path).exists(), f'{path} in: {command}'
+    check_paths(tokens[tokens.index(script) + 1:], command)
     if script.endswith('.py'):
         options = [token.split('=')[0] for token in tokens if token.startswith('--')]
         usage = help_text(script)
         for option in options:
             assert re.search(rf'{re.escape(option)}\b', usage), f'{script} has no option {option}'
+
+
+def check_paths(tokens, command):
+    """The configs/ and tools/ paths among ``tokens`` (also as ``key=PATH``) exist."""
+    for token in tokens:
+        for path in expand_braces(token.split('=', 1)[-1]):
+            if path.startswith(('configs/', 'tools/')):
+                assert (REPO / path).exists(), f'{path} in: {command}'
 
 
 @pytest.mark.parametrize('command', RUN_VERBATIM)
@@ -107,25 +127,32 @@ def test_cheap_commands_run_as_written(command):
     assert process.returncode == 0, process.stderr[-3000:]
 
 
-def test_launchers_use_the_activated_interpreter(tmp_path):
-    """tools/dist_*.sh run `python` from PATH (the activated environment) unless PYTHON names another."""
-    script = tmp_path / 'prefix.py'
-    script.write_text('import sys\nprint("prefix", sys.prefix)\n')
-    env = dict(activated_env(), PORT=str(29500 + os.getpid() % 1000 + 7))
-    env.pop('PYTHON', None)
-    process = subprocess.run(['bash', 'tools/dist_launch.sh', '1', str(script)], cwd=REPO, env=env,
-                             capture_output=True, text=True, timeout=120)
-    assert process.returncode == 0, process.stderr[-2000:]
-    assert f'prefix {sys.prefix}' in process.stdout
+def anchors(page):
+    """The anchors GitHub gives the headings of ``page``."""
+    return {re.sub(r'[^\w\- ]', '', heading).strip().lower().replace(' ', '-')
+            for heading in re.findall(r'^#+ (.+)$', text_of(page), flags=re.M)}
 
 
-def test_relative_links_resolve():
-    anchors = {re.sub(r'[^\w\- ]', '', heading).strip().lower().replace(' ', '-')
-               for heading in re.findall(r'^#+ (.+)$', README, flags=re.M)}
-    for target in re.findall(r'\]\(([^)\s]+)\)', README):
+@pytest.mark.parametrize('page', PAGES)
+def test_relative_links_resolve(page):
+    for target in re.findall(r'\]\(([^)\s]+)\)', text_of(page)):
         if target.startswith(('http://', 'https://')):
             continue
-        if target.startswith('#'):
-            assert target[1:] in anchors, target
-        else:
-            assert (REPO / target.split('#')[0]).exists(), target
+        path, _, anchor = target.partition('#')
+        linked = osp.normpath(osp.join(osp.dirname(page), path)) if path else page
+        assert (REPO / linked).exists(), f'{target} in {page}'
+        if anchor:
+            assert anchor in anchors(linked), f'{target} in {page}'
+
+
+def test_every_page_is_linked_from_the_readme():
+    linked = {osp.normpath(target.split('#')[0]) for target in re.findall(r'\]\(([^)\s#]+)', text_of('README.md'))}
+    assert set(PAGES[1:]) <= linked, set(PAGES[1:]) - linked
+
+
+@pytest.mark.parametrize('page', PAGES)
+def test_paths_named_in_the_text_exist(page):
+    """Every `configs/...` and `tools/...` path a page names in inline code exists (one brace group expanded)."""
+    for named in re.findall(r'`((?:configs|tools)/[^`\s*]+)`', text_of(page)):
+        for path in expand_braces(named):
+            assert (REPO / path).exists(), f'{path} in {page}'

@@ -1,10 +1,12 @@
 """Self-check of the installed stack: fails loudly when a piece the project needs does not work.
 
-Runs mmcv's compiled ops and torchvision's nms on CPU and imports the model zoos of mmdet, mmseg
-and mmpretrain, which is where a broken install (an mmcv wheel without ``_ext``, a torchvision
-built for another torch) shows itself.
+Checks torch against the release mmlavit needs (its ``torch>=`` requirement), runs mmcv's compiled
+ops and torchvision's nms on CPU and imports the model zoos of mmdet, mmseg and mmpretrain, which is
+where a broken install (an mmcv wheel without ``_ext``, a torchvision built for another torch) shows
+itself.
 """
 import sys
+from importlib.metadata import requires
 
 
 def check(name, fn):
@@ -15,6 +17,20 @@ def check(name, fn):
         return False
     print(f'[check] ok   {name}{": " + detail if detail else ""}')
     return True
+
+
+def torch_release():
+    import torch
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+    [needed] = [Requirement(line) for line in requires('mmlavit') if Requirement(line).name == 'torch']
+    version = Version(torch.__version__)
+    if not needed.specifier.contains(version, prereleases=True):
+        raise RuntimeError(
+            f'torch {torch.__version__} is too old: mmlavit needs {needed} (its weights-only checkpoint loading). '
+            f'Install torch{needed.specifier} with the torchvision built for it, then mmcv with ops for that torch '
+            f'(mim install "mmcv>=2.0.0,<2.2.0").')
+    return f'torch {torch.__version__} ({needed})'
 
 
 def mmcv_ops():
@@ -42,24 +58,26 @@ def torchvision_ops():
 
 
 def model_zoos():
-    import mmdet.models  # noqa: F401
-    import mmpretrain.models  # noqa: F401
-    import mmseg.models  # noqa: F401
     import mmdet
+    import mmdet.models  # noqa: F401
     import mmpretrain
+    import mmpretrain.models  # noqa: F401
     import mmseg
+    import mmseg.models  # noqa: F401
     return f'mmdet {mmdet.__version__}, mmseg {mmseg.__version__}, mmpretrain {mmpretrain.__version__}'
 
 
 def lavit():
-    import mmlavit
     from mmdet.registry import MODELS
+
+    import mmlavit
     assert MODELS.get('mmlavit.LaViT') is mmlavit.LaViT
     return 'mmlavit.LaViT registered'
 
 
 def main():
-    results = [check('mmcv.ops on CPU', mmcv_ops), check('torchvision.ops.nms on CPU', torchvision_ops),
+    results = [check('torch release', torch_release), check('mmcv.ops on CPU', mmcv_ops),
+               check('torchvision.ops.nms on CPU', torchvision_ops),
                check('mmdet/mmseg/mmpretrain models import', model_zoos), check('mmlavit', lavit)]
     if not all(results):
         print('[check] the environment is broken: rerun `make install` after `rm -rf .venv`')
