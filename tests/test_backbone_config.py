@@ -192,3 +192,11 @@ def test_layer_depth_without_prefix():
     model = LaViT(arch='t')
     assert model.get_layer_depth('stages.1.layers.1.attn.psi_weight') == (4, 10)
     assert isinstance(model, BaseModule)
+
+
+@pytest.mark.parametrize('arch,paper_params', [('t', 10.9), ('s', 22.4), ('b', 39.6)])
+def test_variants_have_the_papers_parameter_budget(arch, paper_params):
+    """Within 3% of the parameters the paper reports (10.9M, 22.4M, 39.6M); their FLOPs: tools/get_flops.py."""
+    params = sum(param.numel() for param in LaViT(arch=arch).parameters()) / 1e6
+    assert abs(params - paper_params) <= 0.03 * paper_params, params
+    assert LaViT(arch=arch).embed_dims == [64, 128, 320, 512]

@@ -29,8 +29,14 @@ from mmengine.runner.checkpoint import CheckpointLoader
 from mmlavit import LaViT
 from mmlavit.cli.demo_data import make_ade_shapes, make_coco_shapes, make_imagenet_shapes
 from mmlavit.cli.tool_process import REPO
-from mmlavit.utils import (TRUST_ENV, IncompleteCheckpointError, UntrustedCheckpointError, load_from_local,
-                           register_safe_checkpoint_loaders, unsafe_globals)
+from mmlavit.utils import (
+    TRUST_ENV,
+    IncompleteCheckpointError,
+    UntrustedCheckpointError,
+    load_from_local,
+    register_safe_checkpoint_loaders,
+    unsafe_globals,
+)
 from mmlavit.utils.remote_checkpoint import SAFE_LOADERS
 from tool_calls import run_tool
 

@@ -2,10 +2,10 @@
 import contextlib
 import io
 from email.parser import Parser
+from setuptools import build_meta
 
 import pytest
 from packaging.requirements import Requirement
-from setuptools import build_meta
 
 from mmlavit.cli.tool_process import REPO
 

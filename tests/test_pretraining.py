@@ -8,11 +8,10 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 
-from mmlavit.cli.tool_process import REPO
-from tool_calls import run_tool
-
 from mmlavit import LaViT
 from mmlavit.cli.demo_data import SHAPE_CLASSES, make_imagenet_shapes
+from mmlavit.cli.tool_process import REPO
+from tool_calls import run_tool
 
 DEMO_CONFIG = 'configs/demo/lavit_t_shapes_imagenet.py'
 

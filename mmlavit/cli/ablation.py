@@ -154,8 +154,11 @@ def attention_measures(model, images):
         pairs = [value for stage_maps in maps for value in consecutive_similarity(stage_maps)]
         if pairs:
             saturation.append(statistics.mean(pairs))
-    mean = (lambda values: statistics.mean(values) if values else None)
-    return dict(saturation=mean(saturation), l_sym=mean(l_sym), l_diag=mean(l_diag))
+    return dict(saturation=_mean_or_none(saturation), l_sym=_mean_or_none(l_sym), l_diag=_mean_or_none(l_diag))
+
+
+def _mean_or_none(values):
+    return statistics.mean(values) if values else None
 
 
 def measure_run(run_dir: Path, config: Path, val_images):
