@@ -1,3 +1,2 @@
-# LaViT-B ImageNet-1k classification; everything else as configs/lavit_s_imagenet.py.
-_base_ = './lavit_s_imagenet.py'
-model = dict(backbone=dict(arch='b', drop_path_rate=0.3))
+# configs/lavit-b_16xb64_in1k.py under its short name.
+_base_ = './lavit-b_16xb64_in1k.py'

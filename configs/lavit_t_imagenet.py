@@ -1,3 +1,2 @@
-# LaViT-T ImageNet-1k classification; everything else as configs/lavit_s_imagenet.py.
-_base_ = './lavit_s_imagenet.py'
-model = dict(backbone=dict(arch='t'))
+# configs/lavit-t_16xb64_in1k.py under its short name.
+_base_ = './lavit-t_16xb64_in1k.py'

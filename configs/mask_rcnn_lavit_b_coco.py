@@ -1,3 +1,2 @@
-# Mask R-CNN with a LaViT-B backbone; everything else as configs/mask_rcnn_lavit_s_coco.py.
-_base_ = './mask_rcnn_lavit_s_coco.py'
-model = dict(backbone=dict(arch='b', drop_path_rate=0.3))
+# configs/mask-rcnn_lavit-b_fpn_1x_coco.py under its short name.
+_base_ = './mask-rcnn_lavit-b_fpn_1x_coco.py'

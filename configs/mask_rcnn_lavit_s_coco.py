@@ -1,24 +1,2 @@
-# Mask R-CNN with a LaViT-S backbone and FPN, COCO 2017, 1x schedule, 1333x800 (mmdet's Swin-T recipe).
-# ImageNet-pretrained weights: --cfg-options model.backbone.init_cfg.checkpoint=PATH
-# (see configs/_base_/lavit.py); without one the backbone trains from scratch and the log says so.
-_base_ = [
-    'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
-    'mmdet::_base_/datasets/coco_instance.py',
-    'mmdet::_base_/schedules/schedule_1x.py',
-    'mmdet::_base_/default_runtime.py',
-    './_base_/lavit.py',
-]
-model = dict(
-    backbone=_base_.lavit_backbone,
-    neck=dict(in_channels=[64, 128, 320, 512]))
-
-max_epochs = 12
-train_cfg = dict(max_epochs=max_epochs)
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=1000),
-    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[8, 11], gamma=0.1),
-]
-optim_wrapper = dict(
-    type='OptimWrapper',
-    paramwise_cfg=dict(custom_keys=_base_.lavit_no_decay),
-    optimizer=dict(_delete_=True, type='AdamW', lr=0.0001, betas=(0.9, 0.999), weight_decay=0.05))
+# configs/mask-rcnn_lavit-s_fpn_1x_coco.py under its short name.
+_base_ = './mask-rcnn_lavit-s_fpn_1x_coco.py'

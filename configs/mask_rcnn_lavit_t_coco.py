@@ -1,3 +1,2 @@
-# Mask R-CNN with a LaViT-T backbone; everything else as configs/mask_rcnn_lavit_s_coco.py.
-_base_ = './mask_rcnn_lavit_s_coco.py'
-model = dict(backbone=dict(arch='t'))
+# configs/mask-rcnn_lavit-t_fpn_1x_coco.py under its short name.
+_base_ = './mask-rcnn_lavit-t_fpn_1x_coco.py'

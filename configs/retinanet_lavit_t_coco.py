@@ -1,3 +1,2 @@
-# RetinaNet with a LaViT-T backbone; everything else as configs/retinanet_lavit_s_coco.py.
-_base_ = './retinanet_lavit_s_coco.py'
-model = dict(backbone=dict(arch='t'))
+# configs/retinanet_lavit-t_fpn_1x_coco.py under its short name.
+_base_ = './retinanet_lavit-t_fpn_1x_coco.py'

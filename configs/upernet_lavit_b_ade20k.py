@@ -1,3 +1,2 @@
-# UperNet with a LaViT-B backbone; everything else as configs/upernet_lavit_s_ade20k.py.
-_base_ = './upernet_lavit_s_ade20k.py'
-model = dict(backbone=dict(arch='b', drop_path_rate=0.3))
+# configs/upernet_lavit-b_8xb2-160k_ade20k-512x512.py under its short name.
+_base_ = './upernet_lavit-b_8xb2-160k_ade20k-512x512.py'

@@ -1,3 +1,2 @@
-# UperNet with a LaViT-T backbone; everything else as configs/upernet_lavit_s_ade20k.py.
-_base_ = './upernet_lavit_s_ade20k.py'
-model = dict(backbone=dict(arch='t'))
+# configs/upernet_lavit-t_8xb2-160k_ade20k-512x512.py under its short name.
+_base_ = './upernet_lavit-t_8xb2-160k_ade20k-512x512.py'

@@ -94,7 +94,7 @@ def test_user_faster_rcnn_config_with_swapped_backbone(tmp_path):
     _, losses, total, _ = loss_step(model, False)
     assert {'loss_dp', 'loss_rpn_cls', 'loss_cls', 'loss_bbox'} <= set(losses)
     total.backward()
-    assert model.backbone.stages[3].layers[1].attn.psi_weight.grad.abs().sum() > 0
+    assert model.backbone.stages[2].layers[1].attn.psi_weight.grad.abs().sum() > 0
     hook.after_train(None)
     _, losses, _, _ = loss_step(model, False)
     assert 'loss_dp' not in losses

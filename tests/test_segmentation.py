@@ -11,11 +11,10 @@ from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
-from mmlavit.cli.tool_process import REPO
-from tool_calls import run_tool
-
 from mmlavit import attach_dp_loss
 from mmlavit.cli.demo_data import ADE_SHAPES_CLASSES, make_ade_shapes
+from mmlavit.cli.tool_process import REPO
+from tool_calls import run_tool
 
 DEMO_CONFIG = 'configs/demo/upernet_lavit_t_shapes_ade.py'
 # A user's own mmseg config: only the backbone swapped (heads' in_channels to match) plus

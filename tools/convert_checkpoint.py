@@ -20,6 +20,7 @@ import torch
 from mmengine.runner.checkpoint import CheckpointLoader
 
 import mmlavit  # noqa: F401  registers the safe loader of mmengine-written checkpoints
+import mmlavit.cli.warning_filters  # noqa: F401  hides the warnings that say nothing to the user
 from mmlavit import LaViT
 from mmlavit.cli.errors import exit_on_user_error
 from mmlavit.utils import describe_checkpoint, find_lavit_weights, matching_arch, strip_prefix, weights_of

@@ -2,6 +2,7 @@
 
     python tools/demo_seg.py
 """
+import mmlavit.cli.warning_filters  # noqa: F401  hides the warnings that say nothing to the user
 from mmlavit.cli.demos import segmentation_demo
 
 if __name__ == '__main__':

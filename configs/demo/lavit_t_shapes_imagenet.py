@@ -1,10 +1,10 @@
 # ImageNet-style pretraining of LaViT-T on CPU on the generated shapes set
 # (mmlavit.cli.demo_data.make_imagenet_shapes: 72x72 images of one circle, square or triangle in the ImageNet
-# folder layout). The recipe is configs/lavit_t_imagenet.py's (AdamW, cosine with warm-up, Mixup/CutMix,
+# folder layout). The recipe is configs/lavit-t_16xb64_in1k.py's (AdamW, cosine with warm-up, Mixup/CutMix,
 # label smoothing, loss_dp); only what small images and a short run need is cut: 64x64 crops without
 # RandAugment and random erasing, batch size, epochs. Its checkpoints initialise the backbones of the
 # Mask R-CNN and UperNet configs (model.backbone.init_cfg.checkpoint=PATH).
-_base_ = '../lavit_t_imagenet.py'
+_base_ = '../lavit-t_16xb64_in1k.py'
 
 data_root = 'data/shapes_imagenet'
 metainfo = dict(classes=('circle', 'square', 'triangle'))
@@ -42,3 +42,4 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=1),
 ]
 default_hooks = dict(logger=dict(interval=5), checkpoint=dict(interval=max_epochs))
+auto_scale_lr = dict(enable=False, base_batch_size=16)  # one process

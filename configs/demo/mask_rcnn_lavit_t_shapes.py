@@ -2,7 +2,7 @@
 # (mmlavit.cli.demo_data.make_coco_shapes: 128x128 images, circles/squares/triangles, COCO format).
 # Only what small images with few objects do not need is cut: image size, proposal counts,
 # RoI samples and FPN width. Seeded, so that `make demo` repeats its figures.
-_base_ = '../mask_rcnn_lavit_t_coco.py'
+_base_ = '../mask-rcnn_lavit-t_fpn_1x_coco.py'
 
 data_root = 'data/shapes_coco/'
 metainfo = dict(classes=('circle', 'square', 'triangle'),
@@ -60,6 +60,7 @@ param_scheduler = [
     dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[6, 7], gamma=0.1),
 ]
 optim_wrapper = dict(optimizer=dict(lr=2e-3, weight_decay=0.05))
+auto_scale_lr = dict(enable=False, base_batch_size=4)  # one process
 default_hooks = dict(logger=dict(interval=20), checkpoint=dict(interval=max_epochs))
 randomness = dict(seed=0)
 env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0))

@@ -3,7 +3,7 @@
 # the shapes' outlines, is "other" and ignored as in ADE20K; classes background/circle/square/triangle).
 # Only what small images need is cut: crop size, head widths, iterations; training from scratch this
 # briefly needs a higher learning rate. Seeded, so that `make demo-seg` repeats its figures.
-_base_ = '../upernet_lavit_t_ade20k.py'
+_base_ = '../upernet_lavit-t_8xb2-160k_ade20k-512x512.py'
 
 data_root = 'data/shapes_ade/ADEChallengeData2016'
 metainfo = dict(classes=('background', 'circle', 'square', 'triangle'),
@@ -53,6 +53,7 @@ param_scheduler = [
     dict(type='PolyLR', eta_min=0.0, power=1.0, begin=50, end=max_iters, by_epoch=False),
 ]
 optim_wrapper = dict(optimizer=dict(lr=1e-3, weight_decay=0.01))
+auto_scale_lr = dict(enable=False, base_batch_size=8)  # one process
 default_hooks = dict(logger=dict(interval=20),
                      checkpoint=dict(by_epoch=False, interval=max_iters))
 randomness = dict(seed=0)

@@ -47,8 +47,8 @@ from mmengine.config import DictAction
 from torch.nn.modules.utils import _pair
 
 from mmlavit.models.grid import adaptive_avg_pool
-from .errors import MissingDependencyError
-from .runner import build_model
+from .errors import MissingDependencyError, ToolArgumentError
+from .runner import add_allow_partial_option, build_model
 
 #: The example batch that is traced: 2, since torch.export specialises a size of 1.
 EXPORT_BATCH = 2
@@ -222,8 +222,8 @@ def require_deploy():
     """The onnxruntime module, once onnx, onnxscript and onnxruntime (the ``deploy`` extra) all import."""
     try:
         import onnx  # noqa: F401  torch.onnx.export(dynamo=True) writes with onnx and onnxscript
-        import onnxscript  # noqa: F401
         import onnxruntime
+        import onnxscript  # noqa: F401
     except ImportError as error:
         raise MissingDependencyError(f'{error.name} is not installed: ONNX export and its check need onnx, '
                                      f'onnxscript and onnxruntime. pip install -e ".[deploy]" installs them '
@@ -312,14 +312,18 @@ def parse_args(argv=None):
                         help='largest max |difference| allowed, relative to max |PyTorch output|')
     parser.add_argument('--opset', type=int, help='ONNX opset (default: the exporter\'s)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings')
+    add_allow_partial_option(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    out_dir = Path(args.out).parent
+    if not out_dir.is_dir():
+        raise ToolArgumentError(f'--out {args.out}: the directory {out_dir} does not exist; create it first')
     require_deploy()  # before the model is built and exported
     torch.manual_seed(0)
-    model = build_model(args.config, args.checkpoint, args.cfg_options)
+    model = build_model(args.config, args.checkpoint, args.cfg_options, args.allow_partial_checkpoint)
     module, output_names, description = tensor_path(model, args.part)
     sizes = args.check_sizes or default_check_sizes(model)
     start = time.perf_counter()

@@ -1,0 +1,3 @@
+# LaViT-T ImageNet-1k classification; everything else as configs/lavit-s_16xb64_in1k.py.
+_base_ = './lavit-s_16xb64_in1k.py'
+model = dict(backbone=dict(arch='t'))

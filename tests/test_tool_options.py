@@ -1,0 +1,213 @@
+"""The options of tools/test.py and tools/train.py that mmdet's and mmseg's tools have: --tta, --out, --show-dir
+and --auto-scale-lr, on generated data against what each option computes."""
+import argparse
+import copy
+import re
+
+import mmengine
+import pytest
+import torch
+from mmengine.config import DictAction
+from mmengine.registry import DATASETS, init_default_scope
+
+from mmlavit.cli.demo_data import (
+    ADE_SHAPES_CLASSES,
+    SHAPE_CLASSES,
+    make_ade_shapes,
+    make_coco_shapes,
+    make_imagenet_shapes,
+)
+from mmlavit.cli.runner import build_model, iter_datasets, load_config
+from tool_calls import run_tool
+
+SEG_CONFIG = 'configs/demo/upernet_lavit_t_shapes_ade.py'
+# The shipped RetinaNet and its test-time augmentation, on the generated 128x128 shapes: three classes, and
+# the scales (1333x800, 666x400, 2000x1200) cut to 128, 96 and 160 to keep it quick on CPU.
+DET_CONFIG = 'configs/retinanet_lavit-t_fpn_1x_coco.py'
+DET_OPTIONS = ['model.bbox_head.num_classes=3', f'test_dataloader.dataset.metainfo.classes=({",".join(SHAPE_CLASSES)})',
+               'test_dataloader.dataset.pipeline.1.scale=(128,128)', 'tta_pipeline.1.transforms.0.0.scale=(128,128)',
+               'tta_pipeline.1.transforms.0.1.scale=(96,96)', 'tta_pipeline.1.transforms.0.2.scale=(160,160)']
+CLS_CONFIG = 'configs/demo/lavit_t_shapes_imagenet.py'
+
+
+def parse_options(options):
+    """--cfg-options as the tools parse them."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    return parser.parse_args(['--cfg-options', *options]).cfg_options
+
+
+def save_untrained_checkpoint(config, options, path, classes):
+    """The config's model as built (its weights at their initial values) in a checkpoint that names the classes."""
+    torch.manual_seed(0)
+    model = build_model(config, cfg_options=parse_options(options))
+    torch.save({'state_dict': model.state_dict(), 'meta': {'dataset_meta': {'classes': classes}}}, path)
+    return path
+
+
+def run_test_tool(config, checkpoint, options, work_dir, *extra):
+    """tools/test.py, which must succeed; its stdout."""
+    process = run_tool('tools/test.py', config, checkpoint, '--work-dir', work_dir, *extra, '--cfg-options', *options)
+    assert process.returncode == 0, process.stderr[-3000:]
+    return process.stdout
+
+
+# Segmentation: UperNet on the ADE20K-layout set, mmseg's TTA (6 scales x flip).
+
+@pytest.fixture(scope='module')
+def seg(tmp_path_factory):
+    """The plain test (--out, --show-dir) and the --tta test (--out) of an untrained UperNet: paths and logs."""
+    root = tmp_path_factory.mktemp('seg')
+    options = [f'data_root={make_ade_shapes(str(root / "ADEChallengeData2016"), num_train=1, num_val=3, seed=3)}']
+    checkpoint = save_untrained_checkpoint(SEG_CONFIG, options, root / 'upernet.pth', ADE_SHAPES_CLASSES)
+    runs = dict(root=root, options=options, checkpoint=checkpoint)
+    runs['plain_log'] = run_test_tool(SEG_CONFIG, checkpoint, options, root / 'work', '--out', root / 'plain.pkl',
+                                  '--show-dir', root / 'drawn')
+    runs['tta_log'] = run_test_tool(SEG_CONFIG, checkpoint, options, root / 'work', '--tta', '--out', root / 'tta.pkl')
+    return runs
+
+
+def iou_metrics(log):
+    found = re.search(r'Iter\(test\) \[3/3\]\s+aAcc: ([\d.]+)\s+mIoU: ([\d.]+)\s+mAcc: ([\d.]+)', log)
+    assert found, log[-2000:]
+    return tuple(map(float, found.groups()))
+
+
+def test_seg_tta_is_the_mean_softmax_over_scales_and_flips(seg):
+    """--tta's class map is the argmax of the softmax averaged over the 12 views of mmseg's tta_pipeline."""
+    cfg = load_config(SEG_CONFIG, parse_options(seg['options']))
+    model = build_model(SEG_CONFIG, str(seg['checkpoint']), parse_options(seg['options']))
+    init_default_scope('mmseg')
+    dataset_cfg = next(iter_datasets(cfg, ['test_dataloader']))
+    plain_set = DATASETS.build(copy.deepcopy(dataset_cfg))
+    views_set = DATASETS.build(dict(copy.deepcopy(dataset_cfg), pipeline=cfg.tta_pipeline))
+    plain, tta = mmengine.load(seg['root'] / 'plain.pkl'), mmengine.load(seg['root'] / 'tta.pkl')
+    assert len(plain) == len(tta) == len(views_set) == 3
+    changed = 0
+    for index, views in enumerate(views_set):
+        assert len(views['inputs']) == 12
+        probabilities = 0
+        with torch.no_grad():
+            for view, sample in zip(views['inputs'], views['data_samples']):
+                [result] = model.test_step(dict(inputs=[view], data_samples=[sample]))
+                probabilities = probabilities + result.seg_logits.data.softmax(dim=0)
+            [expected_plain] = model.test_step({key: [value] for key, value in plain_set[index].items()})
+        expected = (probabilities / 12).argmax(dim=0, keepdim=True)
+        assert tta[index]['img_path'] == plain[index]['img_path'] == views['data_samples'][0].img_path
+        assert torch.equal(tta[index]['pred_sem_seg']['data'].long(), expected)
+        assert torch.equal(plain[index]['pred_sem_seg']['data'].long(), expected_plain.pred_sem_seg.data)
+        changed += int((expected != expected_plain.pred_sem_seg.data).sum())
+    assert changed > 0  # the augmented views change the prediction
+    assert iou_metrics(seg['tta_log']) != iou_metrics(seg['plain_log'])
+
+
+def test_seg_out_has_one_class_map_per_image_without_logits(seg):
+    predictions = mmengine.load(seg['root'] / 'tta.pkl')
+    assert [prediction['pred_sem_seg']['data'].shape for prediction in predictions] == [(1, 120, 120)] * 3
+    assert all('seg_logits' not in prediction and 'gt_sem_seg' not in prediction for prediction in predictions)
+    assert all(prediction['pred_sem_seg']['data'].dtype == torch.uint8 for prediction in predictions)
+
+
+def test_seg_show_dir_draws_every_test_image(seg):
+    drawn = sorted(path.name for path in (seg['root'] / 'drawn' / 'vis_data' / 'vis_image').iterdir())
+    assert drawn == [f'test_ADE_val_{index:08d}.jpg_0.png' for index in (1, 2, 3)]
+    assert f'Predictions drawn into {seg["root"] / "drawn" / "vis_data" / "vis_image"}' in seg['plain_log']
+
+
+# Detection: RetinaNet on the COCO shapes, mmdet's DetTTAModel (3 scales x flip, NMS).
+
+@pytest.fixture(scope='module')
+def det(tmp_path_factory):
+    root = tmp_path_factory.mktemp('det')
+    make_coco_shapes(str(root / 'coco'), num_train=1, num_val=3, seed=3)
+    options = [f'data_root={root / "coco"}/', *DET_OPTIONS]
+    checkpoint = save_untrained_checkpoint(DET_CONFIG, options, root / 'retinanet.pth', SHAPE_CLASSES)
+    runs = dict(root=root, options=options, checkpoint=checkpoint)
+    runs['plain_log'] = run_test_tool(DET_CONFIG, checkpoint, options, root / 'work', '--out', root / 'plain.pkl',
+                                  '--show-dir', root / 'drawn')
+    runs['tta_log'] = run_test_tool(DET_CONFIG, checkpoint, options, root / 'work', '--tta', '--out', root / 'tta.pkl')
+    return runs
+
+
+def test_det_tta_keeps_boxes_of_every_view(det):
+    """DetTTAModel: the views' boxes, flipped back, merged by NMS; so each kept box is one view's box, and some
+    come from views other than the plain one."""
+    from mmdet.structures.bbox import bbox_flip
+    options = parse_options(det['options'])
+    cfg = load_config(DET_CONFIG, options)
+    model = build_model(DET_CONFIG, str(det['checkpoint']), options)
+    init_default_scope('mmdet')
+    views_set = DATASETS.build(dict(copy.deepcopy(next(iter_datasets(cfg, ['test_dataloader']))),
+                                    pipeline=cfg.tta_pipeline))
+    plain, tta = mmengine.load(det['root'] / 'plain.pkl'), mmengine.load(det['root'] / 'tta.pkl')
+    assert len(plain) == len(tta) == len(views_set) == 3
+    for index, views in enumerate(views_set):
+        boxes = []
+        with torch.no_grad():
+            for view, sample in zip(views['inputs'], views['data_samples']):
+                [result] = model.test_step(dict(inputs=[view], data_samples=[sample]))
+                view_boxes = result.pred_instances.bboxes
+                boxes.append(bbox_flip(view_boxes, sample.ori_shape, 'horizontal') if sample.flip else view_boxes)
+        merged = tta[index]['pred_instances']['bboxes']
+        assert 0 < len(merged) <= 100
+        distance = (merged[:, None] - torch.cat(boxes)[None]).abs().amax(-1)
+        assert (distance.amin(1) < 1e-3).all(), 'a TTA box that no view predicted'
+        plain_boxes = plain[index]['pred_instances']['bboxes']
+        from_plain = (merged[:, None] - plain_boxes[None]).abs().amax(-1).amin(1) < 1e-3
+        assert not from_plain.all(), 'every TTA box is a box of the plain test'
+    for log in (det['plain_log'], det['tta_log']):
+        assert re.search(r'coco/bbox_mAP: [\d.]+', log), log[-2000:]
+
+
+def test_det_out_and_show_dir_one_per_image(det):
+    predictions = mmengine.load(det['root'] / 'plain.pkl')
+    assert [prediction['img_id'] for prediction in predictions] == [1, 2, 3]
+    assert all({'bboxes', 'scores', 'labels'} <= set(prediction['pred_instances']) for prediction in predictions)
+    assert sorted(path.name for path in (det['root'] / 'drawn').iterdir()) == ['000001.jpg', '000002.jpg',
+                                                                                  '000003.jpg']
+
+
+def test_tta_needs_the_configs_augmentation(tmp_path):
+    """The demo Mask R-CNN has none (DetTTAModel merges boxes only): --tta stops before the checkpoint is read."""
+    checkpoint = tmp_path / 'epoch_1.pth'
+    checkpoint.write_bytes(b'')
+    process = run_tool('tools/test.py', 'configs/demo/mask_rcnn_lavit_t_shapes.py', checkpoint, '--tta',
+                       '--work-dir', tmp_path / 'work')
+    assert process.returncode == 1, process.stderr[-2000:]
+    assert process.stderr.strip().splitlines()[-1] == (
+        "error: --tta tests with the config's tta_model and tta_pipeline, and configs/demo/mask_rcnn_lavit_t_shapes.py "
+        "has no tta_model and no tta_pipeline; configs of detectors that predict instance masks have none, as mmdet's "
+        "DetTTAModel merges boxes only. Test without --tta, or add them to the config")
+    assert not (tmp_path / 'work').exists()
+
+
+# Classification: the ImageNet-layout shapes, mmengine's DumpResults and mmpretrain's visualization hook.
+
+def test_classifier_out_and_show_dir(tmp_path):
+    data_root = make_imagenet_shapes(str(tmp_path / 'imagenet'), num_train=1, num_val=1, seed=3)
+    options = [f'data_root={data_root}']
+    checkpoint = save_untrained_checkpoint(CLS_CONFIG, options, tmp_path / 'classifier.pth', SHAPE_CLASSES)
+    log = run_test_tool(CLS_CONFIG, checkpoint, options, tmp_path / 'work', '--out', tmp_path / 'predictions.pkl',
+                    '--show-dir', tmp_path / 'drawn')
+    assert re.search(r'accuracy/top1: [\d.]+', log)
+    predictions = mmengine.load(tmp_path / 'predictions.pkl')
+    names = sorted(prediction['img_path'].split('/')[-1] for prediction in predictions)
+    assert names == [f'val_{name}_00001.JPEG' for name in sorted(SHAPE_CLASSES)]
+    assert all(prediction['pred_score'].shape == (3, ) for prediction in predictions)
+    assert sorted(path.name for path in (tmp_path / 'drawn').iterdir()) == [f'{name}_0.png' for name in names]
+
+
+# --auto-scale-lr: mmdet's linear rule, lr x total batch / auto_scale_lr.base_batch_size.
+
+def test_auto_scale_lr_scales_by_the_total_batch(tmp_path):
+    data_root = make_ade_shapes(str(tmp_path / 'ADEChallengeData2016'), num_train=2, num_val=1, seed=3)
+    process = run_tool('tools/train.py', SEG_CONFIG, '--auto-scale-lr', '--work-dir', tmp_path / 'work',
+                       '--cfg-options', f'data_root={data_root}', 'train_dataloader.batch_size=2',
+                       'train_cfg.max_iters=1', 'default_hooks.checkpoint.interval=1', 'val_cfg=None',
+                       'val_dataloader=None', 'val_evaluator=None')
+    assert process.returncode == 0, process.stderr[-3000:]
+    # The demo's lr 1e-3 is set for one process with 8 images; 1 process x 2 images: 1e-3 x 2 / 8.
+    assert 'Scaling the original LR by 0.25' in process.stdout + process.stderr
+    checkpoint = torch.load(tmp_path / 'work' / 'iter_1.pth', map_location='cpu', weights_only=False)
+    initial_lrs = [group['initial_lr'] for group in checkpoint['optimizer']['param_groups']]
+    assert initial_lrs and all(lr == pytest.approx(2.5e-4) for lr in initial_lrs)
