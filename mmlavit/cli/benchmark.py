@@ -17,18 +17,29 @@ and Swin-T, mmseg's MiT-b1/b2) and measures each at each input size, batch 1:
 - with --onnxruntime (CPU), for LaViT, the forward latency of its backbone
   exported to ONNX (once, with dynamic sizes, by :mod:`mmlavit.cli.onnx_export`)
   and run by ONNX Runtime with the same thread count, interleaved with the
-  PyTorch forwards.
+  PyTorch forwards;
+- with --compile, every model also as ``torch.compile(model, dynamic=False)``
+  (the inductor backend unless --compile-backend names another; compiled for
+  each input size, as a fixed-size deployment runs it): its forward and
+  forward+backward latency in the same interleaved rounds as the eager
+  models, after its first call at that size and mode, whose time (compilation
+  and one run) is reported apart as the compile time, and the warm-up rounds.
+  A model that does not compile is reported with the error's first line. The
+  training memory is the eager model's.
 
-It prints the tables and the ratios against --reference (LaViT-S) and writes
-benchmark.json, benchmark.png (ratio bar chart) and layers.png (VA vs LA
-layers) to --out-dir. One CPU thread by default; the full default run takes
-about 20 minutes on one thread of a 2-core EPYC VM, so narrow it with
---sizes/--models/--repeats.
+It prints the tables and the ratios against --reference (LaViT-S) (with
+--compile also compiled / eager per model, and compiled model / compiled
+reference) and writes benchmark.json, benchmark.png (ratio bar chart) and
+layers.png (VA vs LA layers) to --out-dir. One CPU thread by default; the full
+default run takes about 20 minutes on one thread of a 2-core AMD EPYC VM
+(without --compile, which adds the compilations: minutes per model, size and
+mode on such a machine), so narrow it with --sizes/--models/--repeats.
 
     python tools/benchmark.py
     python tools/benchmark.py --sizes 800x1333 --models lavit-s pvtv2-b2 swin-t --repeats 5
     python tools/benchmark.py --device cuda --amp
     python tools/benchmark.py --models lavit-t lavit-s --sizes 224x224 512x512 --onnxruntime
+    python tools/benchmark.py --compile --models lavit-s swin-t pvtv2-b2 --sizes 512x512 800x1333
 """
 import argparse
 import json
@@ -47,11 +58,20 @@ from mmlavit.models.lavit import LaViT
 from .flops import BACKBONES, build_backbone, measure
 from .memory import measure_memory, memory_method
 from .onnx_export import BackboneFeatures, export_onnx, onnxruntime_session, parse_size, require_deploy
-from .steps import forward, set_mode, synchronize, training_step
+from .steps import forward, set_mode, synchronize, training_step, uncompiled
 
 DEFAULT_SIZES = ('224x224', '512x512', '800x1333')
 METRICS = (('gflops', 'GFLOPs'), ('fwd_ms', 'forward'), ('fwd_bwd_ms', 'forward+backward'),
            ('train_peak_mb', 'training peak memory'))
+#: The timed steps: (key in the results, step, train mode).
+STEPS = (('fwd', forward, False), ('fwd_bwd', training_step, True))
+
+
+def compile_method(backend):
+    """How --compile compiles and times, stated in the conditions."""
+    return (f'torch.compile(model, dynamic=False, backend={backend!r}), compiled afresh at each size '
+            '(torch._dynamo.reset()); compile time = the first call at that size and mode; then the warm-up '
+            'rounds; timed in the same interleaved rounds as the eager models')
 
 
 class OnnxRuntimeBackbone:
@@ -75,6 +95,64 @@ class OnnxRuntimeBackbone:
 def onnxruntime_name(name):
     """The key of a model's ONNX Runtime counterpart among the timed models."""
     return f'{name} (onnxruntime)'
+
+
+def compiled_name(name):
+    """The key of a model's torch.compile'd counterpart among the timed models."""
+    return f'{name} (compiled)'
+
+
+def compile_models(models, backend):
+    """``torch.compile(model, dynamic=False, backend=backend)`` of each model: {compiled name: wrapper}.
+
+    The wrapper shares the model's parameters and modes; it compiles at its
+    first call in a mode at a size, as :func:`first_calls` makes it.
+    """
+    return {compiled_name(name): torch.compile(model, dynamic=False, backend=backend)
+            for name, model in models.items()}
+
+
+def error_line(error):
+    """The type and first line of an error; for a compiler backend's failure, of the error it raised."""
+    inner = getattr(error, 'inner_exception', error)
+    lines = str(inner).strip().splitlines()
+    where = f'{error.backend_name}: ' if hasattr(error, 'backend_name') else ''
+    return f'{where}{type(inner).__name__}: {lines[0] if lines else ""}'
+
+
+def first_calls(compiled, run, inputs, device, amp):
+    """Calls each compiled model once (it compiles there).
+
+    Returns:
+        tuple[dict, dict]: {name: seconds of the first call} of the models
+        that compiled, {name: first line of the error} of those that did not.
+    """
+    seconds, errors = {}, {}
+    for name, model in compiled.items():
+        print(f'compiling {name}: {run.__name__} ...', flush=True)
+        synchronize(device)
+        start = time.perf_counter()
+        try:
+            run(model, inputs, device, amp)
+            synchronize(device)
+        except Exception as error:  # a peer that does not compile is reported, not fatal
+            errors[name] = error_line(error)
+            uncompiled(model).zero_grad(set_to_none=True)
+            continue
+        seconds[name] = time.perf_counter() - start
+    return seconds, errors
+
+
+def time_step(models, compiled, run, inputs, device, amp, warmup, repeats):
+    """The interleaved rounds of one step, eager and compiled models together.
+
+    Returns:
+        tuple[dict, dict, dict]: {name: [ms]} of every model that ran,
+        {compiled name: compile seconds}, {compiled name: error line}.
+    """
+    compile_seconds, errors = first_calls(compiled, run, inputs, device, amp)
+    timed = {**models, **{name: model for name, model in compiled.items() if name in compile_seconds}}
+    return time_interleaved(timed, run, inputs, device, amp, warmup, repeats), compile_seconds, errors
 
 
 def time_interleaved(models, run, inputs, device, amp, warmup, repeats):
@@ -178,6 +256,8 @@ def conditions(args, device):
                 batch=1, memory_method=memory_method(device),
                 flops_method='mmengine FlopAnalyzer (multiply-add = 1 FLOP), backbone only, eval mode',
                 load_average=os.getloadavg())
+    if args.compile:
+        info['compile'] = compile_method(args.compile_backend)
     if args.onnxruntime:
         version = require_deploy().__version__
         info['onnxruntime'] = (f'onnxruntime {version}, CPU, {args.threads} intra-op thread(s); '
@@ -189,6 +269,34 @@ def conditions(args, device):
         info.update(threads=torch.get_num_threads(), interop_threads=torch.get_num_interop_threads(),
                     cpu=cpu_name(), cpu_count=os.cpu_count())
     return info
+
+
+def compiled_row(key, samples, compile_seconds, errors):
+    """A model's compiled figures per step: ms (min of the repeats), samples, compile seconds, or the error."""
+    row = {}
+    for step, _, _ in STEPS:
+        row.update({f'{step}_ms': min(samples[step][key]) if key in samples[step] else None,
+                    f'{step}_samples_ms': samples[step].get(key, []),
+                    f'{step}_compile_s': compile_seconds[step].get(key),
+                    f'{step}_error': errors[step].get(key)})
+    return row
+
+
+def compiled_ratios(results, reference):
+    """{size: {model: {step: ratio}}}: compiled / eager ('fwd_ms', 'fwd_bwd_ms') and compiled / compiled
+    reference ('fwd_ms_vs_reference', ...); None where a model (or the reference) did not compile."""
+    table = {}
+    for size, rows in results.items():
+        base = rows.get(reference, {}).get('compiled', {})
+        table[size] = {}
+        for name, row in rows.items():
+            ratio = table[size][name] = {}
+            for step, _, _ in STEPS:
+                key, value = f'{step}_ms', row['compiled'][f'{step}_ms']
+                ratio[key] = value / row[key] if value is not None else None
+                ratio[f'{key}_vs_reference'] = (value / base[key] if value is not None and base.get(key)
+                                                else None)
+    return table
 
 
 def ratios(results, reference):
@@ -226,6 +334,8 @@ def format_report(report):
         lines += [f'| {name} | {size} | {row["fwd_ms"]:.1f} | {row["onnxruntime_fwd_ms"]:.1f} '
                   f'| {row["onnxruntime_fwd_ms"] / row["fwd_ms"]:.2f} |' for size, name, row in onnx_rows]
         lines.append('')
+    if 'compiled_ratios' in report:
+        lines += format_compiled(report)
     if report['layers']:
         lines += ['### LaViT layers (forward, eval): mean per VA / LA layer of each stage', '',
                   '| model | size | stage | VA/LA layers | VA layer (ms) | LA layer (ms) | LA/VA '
@@ -242,6 +352,30 @@ def format_report(report):
         lines += ['', 'LA/VA floor: the LA/VA layer ratio if an LA layer\'s attention cost nothing '
                   '(1 - VA attention / VA layer), set by what both layers share (norms, MixFFN).', '']
     return '\n'.join(lines)
+
+
+def format_compiled(report):
+    """The lines of the torch.compile table: per model, size and step."""
+    reference = report['reference']
+    lines = ['### torch.compile beside eager (batch 1, same interleaved rounds)', '',
+             f'| model | size | step | compile (s) | eager (ms) | compiled (ms) | compiled / eager '
+             f'| compiled / compiled {reference} |', '|---|---|---|---:|---:|---:|---:|---:|']
+    for size, rows in report['results'].items():
+        for name, row in rows.items():
+            compiled, ratio = row['compiled'], report['compiled_ratios'][size][name]
+            for step, label in (('fwd', 'forward'), ('fwd_bwd', 'fwd+bwd')):
+                eager = row[f'{step}_ms']
+                if compiled[f'{step}_error']:
+                    lines.append(f'| {name} | {size} | {label} | - | {eager:.1f} '
+                                 f'| not compiled: {compiled[f"{step}_error"].replace("|", "/")} | - | - |')
+                    continue
+                versus = ratio[f'{step}_ms_vs_reference']
+                lines.append(f'| {name} | {size} | {label} | {compiled[f"{step}_compile_s"]:.1f} | {eager:.1f} '
+                             f'| {compiled[f"{step}_ms"]:.1f} | {ratio[f"{step}_ms"]:.2f} '
+                             f'| {"-" if versus is None else f"{versus:.2f}"} |')
+    lines += ['', 'compile (s): the first call at that size and mode (compilation and one run), before the '
+              'warm-up rounds.', '']
+    return lines
 
 
 def plot_ratios(report, path):
@@ -301,30 +435,41 @@ def run_benchmark(args):
             if isinstance(model, LaViT):
                 print(f'exporting {name} to ONNX ...', flush=True)
                 runtimes[onnxruntime_name(name)] = OnnxRuntimeBackbone(model, args.threads)
+    compiled = compile_models(models, args.compile_backend) if args.compile else {}
     peaks = measure_memory(args.models, sizes, device, args.amp, args.threads)
     for size_index, shape in enumerate(sizes):
         size = f'{shape[0]}x{shape[1]}'
         print(f'measuring {size} ...', flush=True)
         inputs = torch.rand(1, 3, *shape, device=device)
-        set_mode(models, False)
-        fwd = time_interleaved({**models, **runtimes}, forward, inputs, device, args.amp, args.warmup,
-                               args.repeats)
-        set_mode(models, True)
-        fwd_bwd = time_interleaved(models, training_step, inputs, device, args.amp, args.warmup,
-                                   args.repeats)
+        if compiled:
+            # Afresh at each size: the compiled LaViTs share one forward, which dynamo recompiles at most
+            # torch._dynamo.config.recompile_limit (8) times; one size takes 6 (LaViT-T/S/B, 2 modes).
+            torch._dynamo.reset()
+        samples, compile_seconds, compile_errors = {}, {}, {}
+        for step, run, train in STEPS:
+            set_mode(models, train)
+            timed = {**models, **runtimes} if step == 'fwd' else models  # ONNX Runtime runs forwards only
+            samples[step], compile_seconds[step], compile_errors[step] = time_step(
+                timed, compiled, run, inputs, device, args.amp, args.warmup, args.repeats)
+        fwd, fwd_bwd = samples['fwd'], samples['fwd_bwd']
         for name, rows in time_layers(models, inputs, device, args.amp, args.warmup, args.repeats).items():
             report['layers'].setdefault(name, {})[size] = rows
         rows = report['results'][size] = {}
         for name in args.models:
-            params, flops, _ = measure(name, shape)
-            rows[name] = dict(params_m=params, gflops=flops, fwd_ms=min(fwd[name]),
+            count = measure(name, shape)
+            rows[name] = dict(params_m=count.params_m, gflops=count.gflops, fwd_ms=min(fwd[name]),
                               fwd_bwd_ms=min(fwd_bwd[name]), train_peak_mb=peaks[name][size_index],
                               fwd_samples_ms=fwd[name], fwd_bwd_samples_ms=fwd_bwd[name])
             if onnxruntime_name(name) in runtimes:
-                samples = fwd[onnxruntime_name(name)]
-                rows[name].update(onnxruntime_fwd_ms=min(samples), onnxruntime_fwd_samples_ms=samples)
+                onnx_samples = fwd[onnxruntime_name(name)]
+                rows[name].update(onnxruntime_fwd_ms=min(onnx_samples), onnxruntime_fwd_samples_ms=onnx_samples)
+            if compiled:
+                rows[name]['compiled'] = compiled_row(compiled_name(name), samples, compile_seconds,
+                                                      compile_errors)
     report['conditions']['load_average_end'] = os.getloadavg()
     report['ratios'] = ratios(report['results'], args.reference)
+    if compiled:
+        report['compiled_ratios'] = compiled_ratios(report['results'], args.reference)
     return report
 
 
@@ -341,6 +486,12 @@ def parse_args(argv=None):
     parser.add_argument('--amp', action='store_true', help='fp16 autocast (CUDA only)')
     parser.add_argument('--onnxruntime', action='store_true',
                         help='also time the LaViT backbones exported to ONNX in ONNX Runtime (CPU only)')
+    parser.add_argument('--compile', action='store_true',
+                        help='also time every model compiled with torch.compile(model, dynamic=False) in the '
+                             'same rounds; the compile time is reported apart')
+    parser.add_argument('--compile-backend', default='inductor', metavar='BACKEND',
+                        help='the torch.compile backend of --compile (torch._dynamo.list_backends()); '
+                             'default: inductor')
     parser.add_argument('--out-dir', default='outputs/benchmark')
     args = parser.parse_args(argv)
     for size in args.sizes:
@@ -350,6 +501,9 @@ def parse_args(argv=None):
             parser.error(f'--sizes takes HxW sizes such as 800x1333, got {size!r}')
     if args.amp and not args.device.startswith('cuda'):
         parser.error('--amp needs a CUDA device (--device cuda)')
+    if args.compile and args.compile_backend not in torch._dynamo.list_backends(exclude_tags=()):
+        parser.error(f'--compile-backend {args.compile_backend!r} is not a torch.compile backend; '
+                     'torch._dynamo.list_backends(exclude_tags=()) lists them, e.g. inductor, aot_eager')
     if args.onnxruntime and args.device != 'cpu':
         parser.error('--onnxruntime compares with ONNX Runtime on the CPU: it needs --device cpu')
     return args

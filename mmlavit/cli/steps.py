@@ -23,11 +23,16 @@ def forward(model, inputs, device, amp):
         model(inputs)
 
 
+def uncompiled(model):
+    """The module itself, or the one that a ``torch.compile`` wrapper runs."""
+    return getattr(model, '_orig_mod', model)
+
+
 def training_step(model, inputs, device, amp):
-    """Forward and backward of a train-mode model; LaViT's held DP loss joins the loss."""
+    """Forward and backward of a train-mode model (eager or compiled); LaViT's held DP loss joins the loss."""
     with autocast(device, amp):
         loss = sum(out.float().mean() for out in model(inputs))
-        dp_loss = model.pop_dp_loss() if isinstance(model, LaViT) else None
+        dp_loss = model.pop_dp_loss() if isinstance(uncompiled(model), LaViT) else None
         if dp_loss is not None:
             loss = loss + dp_loss
     loss.backward()
