@@ -6,8 +6,8 @@ import re
 import pytest
 import torch
 import torchvision
-from mmengine.logging import MMLogger
 
+from log_capture import LogCapture
 from mmlavit import LaViT
 from mmlavit.cli.runner import build_model
 from mmlavit.utils import CheckpointMismatchError, check_checkpoint_fits, describe_checkpoint, load_backbone_state_dict
@@ -25,24 +25,6 @@ def save(state_dict, path):
 
 def with_prefix(prefix, state_dict):
     return {prefix + key: value for key, value in state_dict.items()}
-
-
-class Warnings(logging.Handler):
-    """The warnings the current MMLogger logs inside the block."""
-
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-    def __enter__(self):
-        MMLogger.get_current_instance().addHandler(self)
-        return self
-
-    def __exit__(self, *exc):
-        MMLogger.get_current_instance().removeHandler(self)
 
 
 def keys_lavit_s_takes_from_lavit_t():
@@ -123,7 +105,7 @@ def test_checkpoint_that_fits_passes_with_extra_keys_and_a_wrapper_prefix(detect
 def test_partial_checkpoint_allowed_warns(tmp_path):
     path = save(LaViT(arch='t').state_dict(), tmp_path / 'lavit_t.pth')
     matched, total = keys_lavit_s_takes_from_lavit_t()
-    with Warnings() as logged:
+    with LogCapture(logging.WARNING) as logged:
         check_checkpoint_fits(LaViT(arch='s'), path, allow_partial=True)
     assert any(message.startswith(f'checkpoint {path} fits the model only in part (--allow-partial-checkpoint): '
                                   f'{matched} of the model\'s {total} keys match it') for message in logged.messages)
@@ -134,7 +116,7 @@ def test_pretrained_init_cfg_loads_the_part_that_matches(tmp_path):
     part = {key: value for key, value in source.items() if not key.startswith('stages.3.')}
     path = save(with_prefix('backbone.', part), tmp_path / 'lavit_t_stages_0-2.pth')
     backbone = LaViT(arch='t', init_cfg=dict(type='Pretrained', checkpoint=path, prefix='backbone.'))
-    with Warnings() as logged:
+    with LogCapture(logging.WARNING) as logged:
         backbone.init_weights()
     assert 'missing keys in source state_dict: stages.3.downsample.proj.weight' in '\n'.join(logged.messages)
     loaded = backbone.state_dict()

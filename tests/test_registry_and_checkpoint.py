@@ -1,14 +1,12 @@
 """One registration for all three frameworks; pretrained hand-off through init_cfg."""
-import logging
-
 import pytest
 import torch
 from mmdet.registry import MODELS as DET_MODELS
-from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
 from mmpretrain.registry import MODELS as CLS_MODELS
 from mmseg.registry import MODELS as SEG_MODELS
 
+from log_capture import LogCapture
 from mmlavit import LaViT
 
 
@@ -18,22 +16,6 @@ def test_resolves_from_every_framework(registry, type_name):
     assert registry.get(type_name) is LaViT
     model = registry.build(dict(type=type_name, arch='t', out_indices=(3, )))
     assert isinstance(model, LaViT) and model.out_indices == (3, )
-
-
-class LogCapture(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-    def __enter__(self):
-        MMLogger.get_current_instance().addHandler(self)
-        return self
-
-    def __exit__(self, *exc):
-        MMLogger.get_current_instance().removeHandler(self)
 
 
 def classifier_checkpoint(tmp_path, arch='t', **backbone_args):

@@ -52,6 +52,19 @@ def run_test_tool(config, checkpoint, options, work_dir, *extra):
     return process.stdout
 
 
+def plain_and_tta_tests(config, checkpoint, options, root):
+    """tools/test.py plainly (--out root/plain.pkl, --show-dir root/drawn) and with --tta (--out root/tta.pkl).
+
+    Returns:
+        dict: root, options, checkpoint, and the two runs' output as plain_log and tta_log.
+    """
+    runs = dict(root=root, options=options, checkpoint=checkpoint)
+    runs['plain_log'] = run_test_tool(config, checkpoint, options, root / 'work', '--out', root / 'plain.pkl',
+                                      '--show-dir', root / 'drawn')
+    runs['tta_log'] = run_test_tool(config, checkpoint, options, root / 'work', '--tta', '--out', root / 'tta.pkl')
+    return runs
+
+
 # Segmentation: UperNet on the ADE20K-layout set, mmseg's TTA (6 scales x flip).
 
 @pytest.fixture(scope='module')
@@ -60,11 +73,7 @@ def seg(tmp_path_factory):
     root = tmp_path_factory.mktemp('seg')
     options = [f'data_root={make_ade_shapes(str(root / "ADEChallengeData2016"), num_train=1, num_val=3, seed=3)}']
     checkpoint = save_untrained_checkpoint(SEG_CONFIG, options, root / 'upernet.pth', ADE_SHAPES_CLASSES)
-    runs = dict(root=root, options=options, checkpoint=checkpoint)
-    runs['plain_log'] = run_test_tool(SEG_CONFIG, checkpoint, options, root / 'work', '--out', root / 'plain.pkl',
-                                  '--show-dir', root / 'drawn')
-    runs['tta_log'] = run_test_tool(SEG_CONFIG, checkpoint, options, root / 'work', '--tta', '--out', root / 'tta.pkl')
-    return runs
+    return plain_and_tta_tests(SEG_CONFIG, checkpoint, options, root)
 
 
 def iou_metrics(log):
@@ -122,11 +131,7 @@ def det(tmp_path_factory):
     make_coco_shapes(str(root / 'coco'), num_train=1, num_val=3, seed=3)
     options = [f'data_root={root / "coco"}/', *DET_OPTIONS]
     checkpoint = save_untrained_checkpoint(DET_CONFIG, options, root / 'retinanet.pth', SHAPE_CLASSES)
-    runs = dict(root=root, options=options, checkpoint=checkpoint)
-    runs['plain_log'] = run_test_tool(DET_CONFIG, checkpoint, options, root / 'work', '--out', root / 'plain.pkl',
-                                  '--show-dir', root / 'drawn')
-    runs['tta_log'] = run_test_tool(DET_CONFIG, checkpoint, options, root / 'work', '--tta', '--out', root / 'tta.pkl')
-    return runs
+    return plain_and_tta_tests(DET_CONFIG, checkpoint, options, root)
 
 
 def test_det_tta_keeps_boxes_of_every_view(det):

@@ -1,4 +1,5 @@
 """The LaViT backbone: Less-Attention Vision Transformer for OpenMMLab."""
+import inspect
 import math
 import warnings
 from typing import Optional, Tuple
@@ -10,7 +11,7 @@ from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks.drop import build_dropout
 from mmengine.logging import MMLogger
 from mmengine.model import BaseModule, ModuleList
-from mmengine.model.weight_init import constant_init, initialize, normal_init, trunc_normal_init
+from mmengine.model.weight_init import PretrainedInit, constant_init, initialize, normal_init, trunc_normal_init
 from mmengine.runner.checkpoint import load_state_dict
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -299,8 +300,8 @@ class LaViT(BaseModule):
     arch_aliases = {'tiny': 't', 'small': 's', 'base': 'b'}
     #: The smallest input side: four stages with a total stride of 32.
     min_input_size = 32
-    #: The keys a ``Pretrained`` init_cfg may have (mmengine's PretrainedInit takes the same).
-    pretrained_keys = ('type', 'checkpoint', 'prefix', 'map_location')
+    #: The keys a ``Pretrained`` init_cfg may have: its type and the arguments of mmengine's PretrainedInit.
+    pretrained_keys = ('type', *inspect.signature(PretrainedInit).parameters)
 
     def __init__(self, arch='s', in_channels=3, pool_size=7, la_kernel=3, attn_residual=True,
                  ar_layer_scale_init=0.1, dp_weight=0.1, out_indices=(0, 1, 2, 3), qkv_bias=True,
