@@ -288,8 +288,8 @@ def test_dp_loss_weight():
 
 def test_nothing_extra_in_eval_mode(monkeypatch):
     calls = []
-    original = lavit_module.layer_dp_loss
-    monkeypatch.setattr(lavit_module, 'layer_dp_loss', lambda *a: calls.append(1) or original(*a))
+    original = lavit_module.layer_dp_terms
+    monkeypatch.setattr(lavit_module, 'layer_dp_terms', lambda *a: calls.append(1) or original(*a))
     model = LaViT(arch='t')
     model.eval()
     with torch.no_grad():

@@ -118,7 +118,9 @@ def test_train_resume_test(shapes_root, tmp_path):
                        *tiny_run_options(shapes_root, 1))
     code, log = process.returncode, process.stdout + process.stderr
     assert code == 0, log[-3000:]
-    assert re.search(r'Epoch\(train\) \[1\]\[2/2\].*loss_dp: ', log), log[-3000:]
+    # loss_dp, and its unweighted parts L_sym and L_diag in percent, which show at mmengine's 4 decimals.
+    logged = re.search(r'Epoch\(train\) \[1\]\[2/2\].*loss_dp: .*dp_sym: (\S+)  dp_diag: (\S+)', log)
+    assert logged and float(logged[1]) > 0 and float(logged[2]) != 0, log[-3000:]
     assert 'No pre-trained weights for LaViT, training starts from scratch' in log
 
     process = run_tool('tools/train.py', DEMO_CONFIG, '--work-dir', work_dir, '--resume',

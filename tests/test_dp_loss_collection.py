@@ -83,6 +83,27 @@ def test_two_views_add_both_terms():
     torch.testing.assert_close(losses['loss_dp'].detach(), 2 * first_term)
 
 
+def test_logged_parts_are_the_mean_over_the_views():
+    """dp_sym and dp_diag: L_sym and L_diag in percent averaged over the views, unweighted, not summed by parse_losses."""
+    model = TwoViews()
+    model.backbone.dp_weight = 0.5
+    views = (torch.rand(2, 3, 64, 96), torch.rand(2, 3, 64, 96))
+    parts = []
+    for view in views:
+        model.backbone(view)
+        loss, terms = model.backbone.pop_dp_loss(return_terms=True)
+        torch.testing.assert_close(loss.detach(), 0.5 * (terms['dp_sym'] + terms['dp_diag']))
+        parts.append(terms)
+    assert (parts[0]['dp_sym'] - parts[1]['dp_sym']).abs() > 1e-3 * parts[0]['dp_sym']
+    mmlavit.attach_dp_loss(model)
+    losses = model(views, mode='loss')
+    for key in ('dp_sym', 'dp_diag'):
+        torch.testing.assert_close(losses[key], 100 * (parts[0][key] + parts[1][key]) / 2)
+    total, log_vars = model.parse_losses(losses)
+    torch.testing.assert_close(total, losses['loss_views'] + losses['loss_dp'])
+    assert log_vars['dp_diag'] == pytest.approx(losses['dp_diag'].item())
+
+
 @pytest.mark.parametrize('call', ['keyword', 'positional'])
 def test_mode_is_found_by_keyword_or_position(call):
     model = TwoViews()

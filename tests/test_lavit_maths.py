@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from mmlavit import LaViT
 from mmlavit.models.attention import AttentionResidual, LessAttention
-from mmlavit.models.diagonality import cell_attention, diagonal_loss, layer_dp_loss, symmetry_loss
+from mmlavit.models.diagonality import cell_attention, diagonal_loss, layer_dp_terms, symmetry_loss
 
 # Two LA layers in stage 2, one VA layer elsewhere.
 SMALL_ARCH = dict(embed_dims=[16, 32, 40, 64], depths=[1, 3, 1, 1], va_layers=[1, 1, 1, 1],
@@ -42,13 +42,13 @@ def pooling_matrix(hw, pool_size):
 
 
 def reference_dp(attn, hw, pool_size):
-    """L_sym + L_diag of attention (B, heads, K, N), from the definitions, in float64."""
+    """(L_sym, L_diag) of attention (B, heads, K, N), from the definitions, in float64."""
     cells = (attn.double() @ pooling_matrix(hw, pool_size)).transpose(-2, -1)  # rows = query cells
     num_cells = cells.shape[-1]
     sym = (cells - cells.transpose(-2, -1)).abs().mean()
     eye = torch.eye(num_cells, dtype=torch.bool)
     off_diagonal_mean = cells.masked_fill(eye, 0).sum(-1) / (num_cells - 1)
-    return sym + (off_diagonal_mean - cells[..., eye]).mean()
+    return torch.stack([sym, (off_diagonal_mean - cells[..., eye]).mean()])
 
 
 def perturb_less_attention(model, scale=0.1):
@@ -114,10 +114,10 @@ def test_cell_attention_averages_the_queries_of_each_cell(hw):
     torch.testing.assert_close(cell_attention(attn, hw, 3), expected)
 
 
-def test_layer_dp_loss_is_sym_plus_diag_and_skips_small_grids():
+def test_layer_dp_terms_are_sym_and_diag_and_skip_small_grids():
     attn = torch.randn(2, 2, 9, 8 * 11).mul(3).softmax(dim=-2)
-    torch.testing.assert_close(layer_dp_loss(attn, (8, 11), 3), reference_dp(attn, (8, 11), 3).float())
-    assert layer_dp_loss(torch.rand(1, 2, 9, 2 * 11), (2, 11), 3) is None
+    torch.testing.assert_close(layer_dp_terms(attn, (8, 11), 3), reference_dp(attn, (8, 11), 3).float())
+    assert layer_dp_terms(torch.rand(1, 2, 9, 2 * 11), (2, 11), 3) is None
 
 
 def test_psi_acts_on_the_query_grid_with_its_orientation():
@@ -234,7 +234,7 @@ def test_attention_residual_adds_the_previous_stage_last_scores_to_the_first_va_
 
 
 def test_loss_dp_backpropagates_on_its_own():
-    """loss_dp.backward() alone gives every LA layer's Theta and Psi the gradient of the DP loss.
+    """loss_dp.backward() alone gives every LA layer's Theta and Psi the gradient of the DP loss; its logged parts.
 
     The reference is dp_weight times the mean of L_sym + L_diag over the LA
     layers whose grid holds the P x P cells, computed from their captured
@@ -244,12 +244,18 @@ def test_loss_dp_backpropagates_on_its_own():
     perturb_less_attention(model)
     records = record(module for module in model.modules() if isinstance(module, LessAttention))
     model(torch.rand(1, 3, 64, 96))
-    loss_dp = model.pop_dp_loss()
+    loss_dp, logged = model.pop_dp_loss(return_terms=True)
     terms = [reference_dp(attn, tuple(tokens.shape[1:3]), 3) for tokens, _, attn in records.values()
              if min(tokens.shape[1:3]) >= 3]
     assert len(terms) == 4 and len(records) == 5
-    reference = 0.5 * torch.stack(terms).mean()
+    sym, diag = torch.stack(terms).mean(dim=0)
+    reference = 0.5 * (sym + diag)
     torch.testing.assert_close(loss_dp.double(), reference, rtol=1e-5, atol=0)
+    # The logged parts: unweighted, detached, the means over the same layers.
+    assert sym > 1e-3 and diag.abs() > 1e-5
+    torch.testing.assert_close(logged['dp_sym'].double(), sym, rtol=1e-4, atol=1e-8)
+    torch.testing.assert_close(logged['dp_diag'].double(), diag, rtol=1e-4, atol=1e-8)
+    assert not logged['dp_sym'].requires_grad and not logged['dp_diag'].requires_grad
 
     # The last LA layer (stage 4, a 2x3 grid) has no term, and nothing after it has one either.
     params = [param for module in list(records)[:-1] for param in (module.theta_weight, module.psi_weight)]

@@ -53,7 +53,8 @@ def test_upernet_loss_has_loss_dp_in_the_total():
     attach_dp_loss(model)
     data = model.data_preprocessor(demo_inputs([(128, 128), (96, 150)], num_classes=150), True)
     losses = model(**data, mode='loss')
-    assert set(losses) == {'decode.loss_ce', 'decode.acc_seg', 'aux.loss_ce', 'aux.acc_seg', 'loss_dp'}
+    assert set(losses) == {'decode.loss_ce', 'decode.acc_seg', 'aux.loss_ce', 'aux.acc_seg', 'loss_dp', 'dp_sym',
+                           'dp_diag'}
     assert losses['loss_dp'].requires_grad and math.isfinite(losses['loss_dp'].item())
     total, log_vars = model.parse_losses(losses)
     expected = sum(value for key, value in losses.items() if 'loss' in key)

@@ -15,7 +15,7 @@ from mmengine.runner import Runner
 
 from mmlavit.cli.demo_data import SHAPE_CLASSES, make_coco_shapes
 from mmlavit.models.attention import LessAttention
-from mmlavit.models.diagonality import holds_cells, layer_dp_loss
+from mmlavit.models.diagonality import holds_cells, layer_dp_terms
 
 SOFT_TEACHER_CONFIG = '''
 _base_ = 'mmdet::soft_teacher/soft-teacher_faster-rcnn_r50-caffe_fpn_180k_semi-0.1-coco.py'
@@ -102,7 +102,7 @@ def record_lavit_forwards(backbone, records):
 
 def dp_term(backbone, record):
     """``dp_weight * L_DP`` of one recorded forward: the mean over the LA layers whose grid holds the cells."""
-    terms = [layer_dp_loss(attn, hw, backbone.pool_size)
+    terms = [layer_dp_terms(attn, hw, backbone.pool_size).sum()
              for hw, attn in record['attention'] if holds_cells(hw, backbone.pool_size)]
     return backbone.dp_weight * torch.stack(terms).mean()
 

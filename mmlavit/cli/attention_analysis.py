@@ -40,7 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.runner import load_checkpoint
 
-from mmlavit.models.diagonality import cell_attention, layer_dp_loss
+from mmlavit.models.diagonality import cell_attention, layer_dp_terms
 from mmlavit.models.lavit import LaViT
 from .flops import BACKBONES, build_backbone
 from .runner import build_model
@@ -168,12 +168,12 @@ def plot_cell_attention(stages, pool_size, path):
         for layer_index, record in enumerate(records):
             attn, hw = record['attn'].float(), record['hw']
             matrix = cell_attention(attn, hw, pool_size).mean(dim=(0, 1))
-            dp_term = layer_dp_loss(attn, hw, pool_size)
+            dp_terms = layer_dp_terms(attn, hw, pool_size)
             ax = axes[stage_index][layer_index]
             ax.imshow(matrix.numpy(), cmap='viridis')
-            dp_text = f'{dp_term.item():.4f}' if dp_term is not None else f'- (grid < {pool_size}x{pool_size})'
-            ax.set_title(f'S{stage_index + 1} L{layer_index + 1} {record["kind"]}\n'
-                         f'L_sym+L_diag={dp_text}', fontsize='small')
+            dp_text = ('L_sym={:.4f} L_diag={:.4f}'.format(*dp_terms.tolist()) if dp_terms is not None
+                       else f'L_sym, L_diag: - (grid < {pool_size}x{pool_size})')
+            ax.set_title(f'S{stage_index + 1} L{layer_index + 1} {record["kind"]}\n{dp_text}', fontsize='small')
     fig.suptitle('K x K cell attention (rows: query cells), heads averaged')
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -4,9 +4,11 @@ The backbone keeps the standard contract (it returns only features) and holds
 ``dp_weight * L_DP`` after a training forward. A forward hook on the whole
 model adds it to the loss dict that ``mode='loss'`` returns, as ``loss_dp``,
 so mmengine's ``parse_losses`` sums it into the back-propagated total and logs
-it. The hook sits on the model itself, inside any DDP wrapper, and works for
-any mmdet detector, mmseg segmentor or mmpretrain classifier without a
-subclass: a user's config only adds ``custom_hooks = [dict(type='mmlavit.DPLossHook')]``.
+it; ``dp_sym`` and ``dp_diag``, the unweighted L_sym and L_diag of the LA
+layers in percent, go into the dict beside it to be logged, not trained. The hook sits
+on the model itself, inside any DDP wrapper, and works for any mmdet
+detector, mmseg segmentor or mmpretrain classifier without a subclass: a
+user's config only adds ``custom_hooks = [dict(type='mmlavit.DPLossHook')]``.
 """
 import inspect
 from typing import List, Optional
@@ -20,6 +22,10 @@ from mmlavit.models import LaViT
 from mmlavit.registry import HOOKS
 
 DP_LOSS_KEY = 'loss_dp'
+#: The unweighted parts of the DP loss, L_sym and L_diag, in percent (so that mmengine's 4 decimals show
+#: them from the start of training, where they are of the order of 1e-4): log variables, since mmengine's
+#: parse_losses sums only the keys that contain 'loss'.
+DP_TERM_KEYS = ('dp_sym', 'dp_diag')
 
 
 def find_lavits(model: nn.Module) -> List[LaViT]:
@@ -59,10 +65,16 @@ class DPLossCollection:
     def _add(self, model, args, kwargs, output):
         if _forward_mode(self._signature, args, kwargs) != 'loss' or not isinstance(output, dict):
             return None
+        terms = []
         for backbone in self.backbones:
-            dp_loss = backbone.pop_dp_loss()
+            dp_loss, backbone_terms = backbone.pop_dp_loss(return_terms=True)
             if dp_loss is not None:
                 output[DP_LOSS_KEY] = output[DP_LOSS_KEY] + dp_loss if DP_LOSS_KEY in output else dp_loss
+            if backbone_terms is not None:
+                terms.append(backbone_terms)
+        for key in DP_TERM_KEYS:
+            if terms:
+                output[key] = 100 * sum(backbone_terms[key] for backbone_terms in terms) / len(terms)
         return output
 
     def remove(self) -> None:
@@ -77,7 +89,11 @@ def attach_dp_loss(model: nn.Module) -> DPLossCollection:
     LaViT inside the model that ran with gradients during that one model
     forward: two views, or the branches of a semi-supervised detector, add
     their terms as they add their task losses; a teacher run under
-    ``torch.no_grad()`` adds none.
+    ``torch.no_grad()`` adds none. ``dp_sym`` and ``dp_diag`` beside it are
+    L_sym and L_diag in percent, unweighted and detached, averaged over the
+    LA layers and those forwards (absent when no LA layer's grid held the
+    P x P cells); for one forward, ``loss_dp = dp_weight * (dp_sym +
+    dp_diag) / 100``.
 
     Args:
         model (nn.Module): An mmdet/mmseg/mmpretrain model with a LaViT

@@ -8,6 +8,7 @@ symmetric; the loss rewards both.
 """
 from typing import Optional, Tuple
 
+import torch
 from torch import Tensor
 
 from .grid import adaptive_avg_pool
@@ -50,12 +51,12 @@ def diagonal_loss(cells: Tensor) -> Tensor:
 
 
 def holds_cells(hw: Tuple[int, int], pool_size: int) -> bool:
-    """Whether a query grid (H, W) holds P x P distinct cells (see :func:`layer_dp_loss`)."""
+    """Whether a query grid (H, W) holds P x P distinct cells (see :func:`layer_dp_terms`)."""
     return min(hw) >= pool_size
 
 
-def layer_dp_loss(attn: Tensor, hw: Tuple[int, int], pool_size: int) -> Optional[Tensor]:
-    """L_sym + L_diag of an LA layer, or None where its grid is smaller than the cells.
+def layer_dp_terms(attn: Tensor, hw: Tuple[int, int], pool_size: int) -> Optional[Tensor]:
+    """L_sym and L_diag of an LA layer (its DP loss is their sum), or None where its grid is smaller than the cells.
 
     When the query grid is smaller than P x P in either direction, the pooled
     cells overlap: several key cells are averages of the same tokens, so their
@@ -69,9 +70,10 @@ def layer_dp_loss(attn: Tensor, hw: Tuple[int, int], pool_size: int) -> Optional
         pool_size (int): P.
 
     Returns:
-        Tensor | None: A scalar, or None for a grid smaller than P x P.
+        Tensor | None: (L_sym, L_diag), shape (2,), or None for a grid smaller
+        than P x P.
     """
     if not holds_cells(hw, pool_size):
         return None
     cells = cell_attention(attn.float(), hw, pool_size)
-    return symmetry_loss(cells) + diagonal_loss(cells)
+    return torch.stack([symmetry_loss(cells), diagonal_loss(cells)])

@@ -19,7 +19,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from mmlavit.registry import MODELS
 from mmlavit.utils import load_backbone_state_dict
 from .attention import AttentionResidual, LessAttention, VanillaAttention
-from .diagonality import layer_dp_loss
+from .diagonality import layer_dp_terms
 from .errors import LaViTConfigError, LaViTInputError
 from .grid import pad_to_multiple
 from .mixffn import MixFFN
@@ -104,7 +104,7 @@ class LaViTLayer(BaseModule):
         x = x + self.drop_path(self.ffn(self.norm2(x)))
         dp_term = None
         if with_dp and self.less_attention:
-            dp_term = layer_dp_loss(attn, x.shape[1:3], self.attn.pool_size)
+            dp_term = layer_dp_terms(attn, x.shape[1:3], self.attn.pool_size)
         return x, scores, dp_term
 
 
@@ -192,7 +192,8 @@ class LaViTStage(BaseModule):
 
         Returns:
             tuple: Normalised tokens (B, H, W, C), the last scores
-            (B, heads, K, H * W) and the list of DP terms of its LA layers.
+            (B, heads, K, H * W) and the list of its LA layers' DP terms
+            (L_sym, L_diag), each of shape (2,).
         """
         x = self.downsample(x)
         residual = None
@@ -357,6 +358,7 @@ class LaViT(BaseModule):
             channels, heads = self.embed_dims[index], self.arch_settings['num_heads'][index]
 
         self._dp_loss = None
+        self._dp_terms = []  # the (L_sym, L_diag) of the forwards summed into _dp_loss
         self._collecting_dp_loss = False
         self._warned_unconsumed = False
         # Before any wrapper (DDP registers the parameters that need gradients when it wraps).
@@ -551,7 +553,8 @@ class LaViT(BaseModule):
         if with_dp:
             # Zero when every LA layer's grid was smaller than the cells: loss_dp stays in the loss
             # dict at every input size.
-            self._hold_dp_loss(self.dp_weight * torch.stack(dp_terms).mean() if dp_terms else x.new_zeros(()))
+            terms = torch.stack(dp_terms).mean(dim=0) if dp_terms else None
+            self._hold_dp_loss(self.dp_weight * terms.sum() if dp_terms else x.new_zeros(()), terms)
         return tuple(outs)
 
     def _has_trainable_la_layers(self) -> bool:
@@ -567,8 +570,11 @@ class LaViT(BaseModule):
         self._discard_unconsumed_dp_loss()
         self._collecting_dp_loss = True
 
-    def pop_dp_loss(self) -> Optional[Tensor]:
+    def pop_dp_loss(self, return_terms: bool = False):
         """Hands over the held ``dp_weight * L_DP``, once, and ends a collection.
+
+        Args:
+            return_terms (bool): Also return its unweighted parts.
 
         Returns:
             Tensor | None: A scalar with its graph: the term of the last
@@ -576,23 +582,32 @@ class LaViT(BaseModule):
             since :meth:`start_dp_collection` (zero when no LA layer's grid
             held the cells). None when no forward computed one (eval mode,
             no grad, ``dp_weight=0``, no LA layer in an unfrozen stage, or
-            already popped).
+            already popped). With ``return_terms``, a pair: that and
+            ``dict(dp_sym=L_sym, dp_diag=L_diag)``, detached, each the mean
+            over the LA layers (and over the forwards summed), or None when
+            no LA layer's grid held the cells.
         """
         dp_loss, self._dp_loss = self._dp_loss, None
+        terms, self._dp_terms = self._dp_terms, []
         self._collecting_dp_loss = False
-        return dp_loss
+        if not return_terms:
+            return dp_loss
+        if not terms:
+            return dp_loss, None
+        sym, diag = torch.stack(terms).mean(dim=0).unbind()
+        return dp_loss, dict(dp_sym=sym, dp_diag=diag)
 
-    def _hold_dp_loss(self, dp_loss: Tensor):
-        if self._collecting_dp_loss and self._dp_loss is not None:
-            self._dp_loss = self._dp_loss + dp_loss
-            return
-        self._discard_unconsumed_dp_loss()
-        self._dp_loss = dp_loss
+    def _hold_dp_loss(self, dp_loss: Tensor, terms: Optional[Tensor]):
+        if not (self._collecting_dp_loss and self._dp_loss is not None):
+            self._discard_unconsumed_dp_loss()
+        self._dp_loss = dp_loss if self._dp_loss is None else self._dp_loss + dp_loss
+        if terms is not None:
+            self._dp_terms.append(terms.detach())
 
     def _discard_unconsumed_dp_loss(self):
         if self._dp_loss is None:
             return
-        self._dp_loss = None
+        self._dp_loss, self._dp_terms = None, []
         if not self._warned_unconsumed:
             self._warned_unconsumed = True
             warnings.warn(
