@@ -2,12 +2,15 @@
 # (mmdet's Swin-T recipe: AdamW lr 1e-4, weight decay 0.05, 1000-iteration warm-up, steps at epochs 8 and 11).
 # ImageNet-pretrained weights: --cfg-options model.backbone.init_cfg.checkpoint=PATH
 # (see configs/_base_/lavit.py); without one the backbone trains from scratch and the log says so.
-# No test-time augmentation: mmdet's DetTTAModel merges boxes only, not instance masks.
+# Test-time augmentation (tools/test.py --tta): 1333x800, 666x400 and 2000x1200, each with and without a
+# horizontal flip (mmdet's retinanet_tta.py); the views' boxes merged by NMS as mmdet's DetTTAModel
+# merges them, each kept box with the mask of the view that predicted it (mmlavit/instance_tta.py).
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
     'mmdet::_base_/datasets/coco_instance.py',
     'mmdet::_base_/schedules/schedule_1x.py',
     'mmdet::_base_/default_runtime.py',
+    'mmdet::retinanet/retinanet_tta.py',
     './_base_/lavit.py',
 ]
 model = dict(
@@ -26,3 +29,9 @@ optim_wrapper = dict(
     optimizer=dict(_delete_=True, type='AdamW', lr=0.0001, betas=(0.9, 0.999), weight_decay=0.05))
 # The total batch the learning rate is set for (tools/train.py --auto-scale-lr scales it to yours).
 auto_scale_lr = dict(enable=False, base_batch_size=16)
+# mmlavit.instance_tta imports mmdet's models, which `import mmlavit` alone does not.
+custom_imports = dict(imports=[*_base_.custom_imports.imports, 'mmlavit.instance_tta'])
+tta_model = dict(type='mmlavit.InstanceSegTTAModel')
+tta_pipeline = _base_.tta_pipeline
+# The ground-truth masks too, as the test pipeline loads them.
+tta_pipeline[1].transforms[2] = [dict(type='LoadAnnotations', with_bbox=True, with_mask=True)]

@@ -120,10 +120,6 @@ def test_semantic_fpn_is_mmseg_fpn_on_lavit():
 @pytest.mark.parametrize('recipe', DETECTION + SEGMENTATION)
 def test_test_time_augmentation(recipe):
     cfg = load(RECIPES[recipe].format('s'))
-    if recipe.startswith('mask-rcnn'):
-        # mmdet's DetTTAModel merges boxes only (it asserts that no view predicts masks).
-        assert 'tta_model' not in cfg and 'tta_pipeline' not in cfg
-        return
     [load_image, augment] = cfg.tta_pipeline
     assert load_image.type == 'LoadImageFromFile' and augment.type == 'TestTimeAug'
     resizes, flips = augment.transforms[:2]
@@ -132,9 +128,14 @@ def test_test_time_augmentation(recipe):
         assert cfg.tta_model.type == 'SegTTAModel'
         assert [resize.scale_factor for resize in resizes] == [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
     else:
+        # Mask R-CNN: DetTTAModel's box merge, each kept box with the mask of the view that predicted it.
+        tta_type = 'mmlavit.InstanceSegTTAModel' if recipe.startswith('mask-rcnn') else 'DetTTAModel'
         assert (cfg.tta_model.type, cfg.tta_model.tta_cfg) == (
-            'DetTTAModel', dict(nms=dict(type='nms', iou_threshold=0.5), max_per_img=100))
+            tta_type, dict(nms=dict(type='nms', iou_threshold=0.5), max_per_img=100))
         assert [resize.scale for resize in resizes] == [(1333, 800), (666, 400), (2000, 1200)]
+        if recipe.startswith('mask-rcnn'):
+            assert 'mmlavit.instance_tta' in cfg.custom_imports.imports
+            assert augment.transforms[2] == [dict(type='LoadAnnotations', with_bbox=True, with_mask=True)]
 
 
 @pytest.mark.parametrize('recipe', [recipe for recipe in NEW_RECIPES if recipe in DETECTION])
@@ -163,7 +164,7 @@ def test_semantic_fpn_loss_and_predict():
     attach_dp_loss(model)
     data = model.data_preprocessor(demo_inputs([(128, 128), (96, 160)], num_classes=150), True)
     losses = model(**data, mode='loss')
-    assert set(losses) == {'decode.loss_ce', 'decode.acc_seg', 'loss_dp'}
+    assert set(losses) == {'decode.loss_ce', 'decode.acc_seg', 'loss_dp', 'dp_sym', 'dp_diag'}
     total, _ = model.parse_losses(losses)
     total.backward()
     assert model.backbone.stages[0].layers[1].attn.theta_weight.grad.abs().sum() > 0

@@ -5,6 +5,7 @@ import copy
 import re
 
 import mmengine
+import numpy as np
 import pytest
 import torch
 from mmengine.config import DictAction
@@ -17,7 +18,9 @@ from mmlavit.cli.demo_data import (
     make_coco_shapes,
     make_imagenet_shapes,
 )
+from mmlavit.cli.model_checks import ConfigError
 from mmlavit.cli.runner import build_model, iter_datasets, load_config
+from mmlavit.cli.testing import apply_tta
 from tool_calls import run_tool
 
 SEG_CONFIG = 'configs/demo/upernet_lavit_t_shapes_ade.py'
@@ -27,6 +30,11 @@ DET_CONFIG = 'configs/retinanet_lavit-t_fpn_1x_coco.py'
 DET_OPTIONS = ['model.bbox_head.num_classes=3', f'test_dataloader.dataset.metainfo.classes=({",".join(SHAPE_CLASSES)})',
                'test_dataloader.dataset.pipeline.1.scale=(128,128)', 'tta_pipeline.1.transforms.0.0.scale=(128,128)',
                'tta_pipeline.1.transforms.0.1.scale=(96,96)', 'tta_pipeline.1.transforms.0.2.scale=(160,160)']
+# The shipped Mask R-CNN and its test-time augmentation (the RetinaNet's scales and flips), on the same shapes and
+# scales, with the proposals and detections per image cut to 100 and 10 to keep the mask head quick on CPU.
+MASK_CONFIG = 'configs/mask-rcnn_lavit-t_fpn_1x_coco.py'
+MASK_OPTIONS = ['model.roi_head.bbox_head.num_classes=3', 'model.roi_head.mask_head.num_classes=3',
+                'model.test_cfg.rpn.max_per_img=100', 'model.test_cfg.rcnn.max_per_img=10', *DET_OPTIONS[1:]]
 CLS_CONFIG = 'configs/demo/lavit_t_shapes_imagenet.py'
 
 
@@ -172,8 +180,103 @@ def test_det_out_and_show_dir_one_per_image(det):
                                                                                   '000003.jpg']
 
 
+# Instance segmentation: Mask R-CNN on the COCO shapes, mmlavit's InstanceSegTTAModel (DetTTAModel's boxes, and
+# the mask of each kept box).
+
+#: Each flip direction's reversal of the axes of (n, H, W) masks.
+HAND_FLIPS = {'horizontal': np.s_[..., ::-1], 'vertical': np.s_[..., ::-1, :], 'diagonal': np.s_[..., ::-1, ::-1]}
+
+
+def hand_built_views(direction):
+    """Two views' predictions of one 6x8 image, the second flipped in ``direction``, and the masks that each
+    view's boxes have in the image (5, 6, 8): the first view's two boxes, then the second view's three."""
+    from mmdet.structures import DetDataSample
+    from mmdet.structures.bbox import bbox_flip
+    from mmengine.structures import InstanceData
+    shape = (6, 8)
+    image_boxes = torch.tensor([[0., 0., 4., 3.], [5., 2., 8., 6.],  # first view: A (0.9), B (0.3)
+                                [0., 0., 4., 2.5], [0., 3., 3., 6.], [5., 0., 8., 2.]])  # second: C, D, E
+    image_masks = torch.rand((5, *shape), generator=torch.Generator().manual_seed(0)) > 0.5
+    view_boxes = [image_boxes[:2], bbox_flip(image_boxes[2:], shape, direction)]
+    view_masks = [image_masks[:2], torch.from_numpy(image_masks[2:].numpy()[HAND_FLIPS[direction]].copy())]
+    views = []
+    for flip, boxes, masks, scores, labels in zip((False, True), view_boxes, view_masks,
+                                                  ([0.9, 0.3], [0.8, 0.7, 0.2]), ([0, 1], [0, 1, 0])):
+        instances = InstanceData(bboxes=boxes, scores=torch.tensor(scores), labels=torch.tensor(labels),
+                                 masks=masks)
+        views.append(DetDataSample(pred_instances=instances, metainfo=dict(
+            ori_shape=shape, flip=flip, flip_direction=direction if flip else None)))
+    return views, image_boxes, image_masks
+
+
+class UnusedDetector(torch.nn.Module):
+    """The module a TTA model must wrap, for calls of its merge alone."""
+
+    def test_step(self, data):
+        raise AssertionError('the merge runs no model')
+
+
+@pytest.mark.parametrize('direction', HAND_FLIPS)
+def test_instance_tta_keeps_the_mask_of_each_kept_box(direction):
+    """NMS at IoU 0.5 drops C (IoU 0.83 with A, same class), E is cut by max_per_img=3: A, D and B are kept, D's
+    mask flipped back from the second view; the boxes and scores are DetTTAModel's."""
+    from mmdet.models.test_time_augs import DetTTAModel
+
+    from mmlavit.instance_tta import InstanceSegTTAModel
+    tta_cfg = mmengine.ConfigDict(nms=dict(type='nms', iou_threshold=0.5), max_per_img=3)
+    views, image_boxes, image_masks = hand_built_views(direction)
+    merged = InstanceSegTTAModel(module=UnusedDetector(), tta_cfg=tta_cfg).merge_preds(
+        [copy.deepcopy(views)])[0].pred_instances
+    assert torch.equal(merged.masks, image_masks[[0, 3, 1]])
+    assert torch.equal(merged.labels, torch.tensor([0, 1, 1]))
+    assert torch.allclose(merged.bboxes, image_boxes[[0, 3, 1]])
+    for view in views:
+        del view.pred_instances.masks
+    boxes_only = DetTTAModel(module=UnusedDetector(), tta_cfg=tta_cfg).merge_preds(
+        [copy.deepcopy(views)])[0].pred_instances
+    assert torch.equal(merged.bboxes, boxes_only.bboxes) and torch.equal(merged.scores, boxes_only.scores)
+    assert torch.equal(merged.scores, torch.tensor([0.9, 0.7, 0.3]))
+    # Without masks it merges as DetTTAModel does.
+    without_masks = InstanceSegTTAModel(module=UnusedDetector(), tta_cfg=tta_cfg).merge_preds([views])
+    assert without_masks[0].pred_instances.to_dict().keys() == boxes_only.to_dict().keys()
+    assert torch.equal(without_masks[0].pred_instances.bboxes, boxes_only.bboxes)
+
+
+@pytest.fixture(scope='module')
+def mask(tmp_path_factory):
+    root = tmp_path_factory.mktemp('mask')
+    make_coco_shapes(str(root / 'coco'), num_train=1, num_val=3, seed=3)
+    options = [f'data_root={root / "coco"}/', *MASK_OPTIONS]
+    checkpoint = save_untrained_checkpoint(MASK_CONFIG, options, root / 'mask_rcnn.pth', SHAPE_CLASSES)
+    return plain_and_tta_tests(MASK_CONFIG, checkpoint, options, root)
+
+
+def test_mask_rcnn_tta_predicts_a_mask_per_kept_box(mask):
+    """tools/test.py --tta of the shipped Mask R-CNN: bbox and segm metrics, per image the merged boxes, each
+    with a mask at the image's size that lies in its box (a mask left flipped would lie in the mirrored box),
+    and boxes the plain test does not have."""
+    from pycocotools import mask as coco_mask
+    plain, tta = mmengine.load(mask['root'] / 'plain.pkl'), mmengine.load(mask['root'] / 'tta.pkl')
+    assert [prediction['img_id'] for prediction in tta] == [prediction['img_id'] for prediction in plain] == [1, 2, 3]
+    for prediction, plain_prediction in zip(tta, plain):
+        boxes, masks = prediction['pred_instances']['bboxes'], prediction['pred_instances']['masks']
+        assert 0 < len(boxes) == len(masks) <= 100
+        decoded = torch.from_numpy(coco_mask.decode(masks)).permute(2, 0, 1).bool()
+        assert decoded.shape[1:] == (128, 128) and decoded.any()
+        rows, columns = torch.arange(128)[:, None] + 0.5, torch.arange(128)[None] + 0.5
+        for box, instance_mask in zip(boxes, decoded):
+            x1, y1, x2, y2 = box.tolist()
+            in_box = (columns > x1 - 1) & (columns < x2 + 1) & (rows > y1 - 1) & (rows < y2 + 1)
+            assert not (instance_mask & ~in_box).any(), 'a mask outside its box'
+        plain_boxes = plain_prediction['pred_instances']['bboxes']
+        from_plain = (boxes[:, None] - plain_boxes[None]).abs().amax(-1).amin(1) < 1e-3
+        assert not from_plain.all(), 'every TTA box is a box of the plain test'
+    for log in (mask['plain_log'], mask['tta_log']):
+        assert re.search(r'coco/bbox_mAP: [\d.]+', log) and re.search(r'coco/segm_mAP: [\d.]+', log), log[-2000:]
+
+
 def test_tta_needs_the_configs_augmentation(tmp_path):
-    """The demo Mask R-CNN has none (DetTTAModel merges boxes only): --tta stops before the checkpoint is read."""
+    """The demo Mask R-CNN has none (its images are 128x128): --tta stops before the checkpoint is read."""
     checkpoint = tmp_path / 'epoch_1.pth'
     checkpoint.write_bytes(b'')
     process = run_tool('tools/test.py', 'configs/demo/mask_rcnn_lavit_t_shapes.py', checkpoint, '--tta',
@@ -181,9 +284,20 @@ def test_tta_needs_the_configs_augmentation(tmp_path):
     assert process.returncode == 1, process.stderr[-2000:]
     assert process.stderr.strip().splitlines()[-1] == (
         "error: --tta tests with the config's tta_model and tta_pipeline, and configs/demo/mask_rcnn_lavit_t_shapes.py "
-        "has no tta_model and no tta_pipeline; configs of detectors that predict instance masks have none, as mmdet's "
-        "DetTTAModel merges boxes only. Test without --tta, or add them to the config")
+        "has no tta_model and no tta_pipeline. Test without --tta, or add them to the config (as "
+        "configs/mask-rcnn_lavit-s_fpn_1x_coco.py has them for Mask R-CNN)")
     assert not (tmp_path / 'work').exists()
+
+
+def test_tta_refuses_box_merging_for_a_mask_detector():
+    """DetTTAModel asserts that no view predicts masks: a Mask R-CNN config with it is refused before a run."""
+    cfg = load_config(MASK_CONFIG, parse_options(['tta_model.type=DetTTAModel']))
+    with pytest.raises(ConfigError) as refused:
+        apply_tta(cfg, MASK_CONFIG)
+    assert str(refused.value) == (
+        f"--tta: {MASK_CONFIG} pairs DetTTAModel, which merges boxes only, with a detector that predicts instance "
+        "masks; use type='mmlavit.InstanceSegTTAModel' (custom_imports 'mmlavit.instance_tta', as "
+        "configs/mask-rcnn_lavit-s_fpn_1x_coco.py does)")
 
 
 # Classification: the ImageNet-layout shapes, mmengine's DumpResults and mmpretrain's visualization hook.

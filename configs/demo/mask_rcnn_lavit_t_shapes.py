@@ -52,6 +52,8 @@ test_dataloader = dict(
 test_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json', metric=['bbox', 'segm'])
 # The demo evaluates once, with tools/test.py, after training.
 val_dataloader = val_evaluator = val_cfg = None
+# No test-time augmentation: the inherited one is at COCO scales (up to 2000x1200), not 128x128.
+tta_model = tta_pipeline = None
 
 max_epochs = 8
 train_cfg = dict(max_epochs=max_epochs)

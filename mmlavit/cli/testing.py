@@ -29,19 +29,20 @@ def apply_tta(cfg: Config, config_path: str) -> None:
     that a number reported as TTA is the config's.
 
     Raises:
-        ConfigError: The config has no ``tta_model`` or ``tta_pipeline``, or
-            it pairs mmdet's DetTTAModel, which merges boxes only, with a
-            detector that predicts masks.
+        ConfigError: The config has no ``tta_model`` or ``tta_pipeline`` (or
+            sets them to None), or it pairs mmdet's DetTTAModel, which merges
+            boxes only, with a detector that predicts masks.
     """
-    missing = [key for key in ('tta_model', 'tta_pipeline') if key not in cfg]
-    mask_note = ('; configs of detectors that predict instance masks have none, as mmdet\'s DetTTAModel merges '
-                 'boxes only' if predicts_masks(cfg.model) else '')
+    missing = [key for key in ('tta_model', 'tta_pipeline') if cfg.get(key) is None]
     if missing:
+        example = (' (as configs/mask-rcnn_lavit-s_fpn_1x_coco.py has them for Mask R-CNN)'
+                   if predicts_masks(cfg.model) else '')
         raise ConfigError(f'--tta tests with the config\'s tta_model and tta_pipeline, and {config_path} has no '
-                          f'{" and no ".join(missing)}{mask_note}. Test without --tta, or add them to the config')
-    if str(cfg.tta_model.get('type', '')).split('.')[-1] == 'DetTTAModel' and mask_note:
-        raise ConfigError(f'--tta: {config_path} pairs DetTTAModel, which merges boxes only, with a detector '
-                          f'that predicts instance masks; test it without --tta')
+                          f'{" and no ".join(missing)}. Test without --tta, or add them to the config{example}')
+    if str(cfg.tta_model.get('type', '')).split('.')[-1] == 'DetTTAModel' and predicts_masks(cfg.model):
+        raise ConfigError(f'--tta: {config_path} pairs DetTTAModel, which merges boxes only, with a detector that '
+                          f'predicts instance masks; use type=\'mmlavit.InstanceSegTTAModel\' (custom_imports '
+                          f'\'mmlavit.instance_tta\', as configs/mask-rcnn_lavit-s_fpn_1x_coco.py does)')
     for dataset in iter_datasets(cfg, ['test_dataloader']):
         dataset['pipeline'] = cfg.tta_pipeline
     cfg.tta_model.module = cfg.model

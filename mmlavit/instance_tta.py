@@ -1,0 +1,122 @@
+"""Test-time augmentation for instance segmentation: mmdet's DetTTAModel with the instance masks kept.
+
+Not imported by ``mmlavit`` itself, as it imports ``mmdet.models``; configs
+load it with ``custom_imports = dict(imports=['mmlavit',
+'mmlavit.instance_tta'], allow_failed_imports=False)``.
+"""
+from typing import List
+
+import torch
+from mmcv.ops import batched_nms
+from mmdet.models.test_time_augs import DetTTAModel
+from mmdet.structures import DetDataSample
+from mmengine.structures import InstanceData
+from torch import Tensor
+
+from .registry import MODELS
+
+#: The mask axes a flip reverses, per ``flip_direction`` (masks are (n, H, W)).
+FLIP_DIMS = {'horizontal': (-1, ), 'vertical': (-2, ), 'diagonal': (-2, -1)}
+
+
+def flip_masks(masks: Tensor, direction: str) -> Tensor:
+    """Flips instance masks as mmdet's ``bbox_flip`` flips their boxes.
+
+    Args:
+        masks (Tensor): Masks of shape (n, H, W).
+        direction (str): 'horizontal', 'vertical' or 'diagonal'.
+
+    Returns:
+        Tensor: The flipped masks, of shape (n, H, W).
+    """
+    if direction not in FLIP_DIMS:
+        raise ValueError(f'flip_direction must be one of {sorted(FLIP_DIMS)}, not {direction!r}')
+    return masks.flip(FLIP_DIMS[direction])
+
+
+@MODELS.register_module()
+class InstanceSegTTAModel(DetTTAModel):
+    """Merges augmented instance segmentation results: boxes as DetTTAModel, and each kept box's mask.
+
+    The boxes of all views are flipped back (``bbox_flip`` against
+    ``ori_shape``) and merged by ``batched_nms`` with ``tta_cfg.nms``, the
+    ``tta_cfg.max_per_img`` best kept, exactly as mmdet's DetTTAModel does.
+    Each kept box keeps the instance mask its view predicted for it, flipped
+    back the same way. The masks must be at ``ori_shape``, as detectors
+    predict them with ``rescale=True`` (what ``test_step`` does), so that
+    every view's masks share one shape. Predictions without masks are merged
+    as DetTTAModel merges them.
+
+    Examples:
+        >>> custom_imports = dict(imports=['mmlavit', 'mmlavit.instance_tta'],
+        >>>                       allow_failed_imports=False)
+        >>> tta_model = dict(
+        >>>     type='mmlavit.InstanceSegTTAModel',
+        >>>     tta_cfg=dict(nms=dict(type='nms', iou_threshold=0.5),
+        >>>                  max_per_img=100))
+        >>> # tta_pipeline: as DetTTAModel's, e.g. mmdet's retinanet_tta.py.
+    """
+
+    def _merge_single_sample(self, data_samples: List[DetDataSample]) -> DetDataSample:
+        """Merges the predictions of the views of one image into one prediction.
+
+        Args:
+            data_samples (List[DetDataSample]): The views' predictions. Each
+                ``pred_instances`` has ``bboxes`` (n, 4), ``scores`` (n, ),
+                ``labels`` (n, ) and ``masks`` (n, H, W), (H, W) being
+                ``ori_shape``; ``metainfo`` has ``ori_shape``, ``flip`` and
+                ``flip_direction``.
+
+        Returns:
+            DetDataSample: The first view's sample with merged
+            ``pred_instances``: ``bboxes`` (k, 4), ``scores`` (k, ),
+            ``labels`` (k, ) and ``masks`` (k, H, W), k <= ``max_per_img``,
+            best score first.
+        """
+        if 'masks' not in data_samples[0].pred_instances:
+            return super()._merge_single_sample(data_samples)
+        views = [data_sample.pred_instances for data_sample in data_samples]
+        merged_bboxes, merged_scores = self.merge_aug_bboxes([view.bboxes for view in views],
+                                                             [view.scores for view in views],
+                                                             [data_sample.metainfo for data_sample in data_samples])
+        merged_labels = torch.cat([view.labels for view in views])
+        if merged_bboxes.numel() == 0:
+            return data_samples[0]
+
+        det_bboxes, keep_idxs = batched_nms(merged_bboxes, merged_scores, merged_labels, self.tta_cfg.nms)
+        keep_idxs = keep_idxs[:self.tta_cfg.max_per_img]
+        det_bboxes = det_bboxes[:self.tta_cfg.max_per_img]
+
+        results = InstanceData()
+        results.bboxes = det_bboxes[:, :-1].clone()
+        results.scores = det_bboxes[:, -1].clone()
+        results.labels = merged_labels[keep_idxs]
+        results.masks = self._kept_masks(data_samples, keep_idxs)
+        merged = data_samples[0]
+        merged.pred_instances = results
+        return merged
+
+    @staticmethod
+    def _kept_masks(data_samples: List[DetDataSample], keep_idxs: Tensor) -> Tensor:
+        """The masks of the kept boxes, each flipped back as its view's boxes are.
+
+        Args:
+            data_samples (List[DetDataSample]): The views' predictions.
+            keep_idxs (Tensor): Indices (k, ) into the views' boxes concatenated.
+
+        Returns:
+            Tensor: Masks of shape (k, H, W), in the order of ``keep_idxs``.
+        """
+        view_sizes = torch.tensor([len(data_sample.pred_instances) for data_sample in data_samples],
+                                  device=keep_idxs.device)
+        view_starts = view_sizes.cumsum(0) - view_sizes
+        view_of_kept = torch.repeat_interleave(view_sizes)[keep_idxs]
+        first_masks = data_samples[0].pred_instances.masks
+        masks = first_masks.new_zeros((len(keep_idxs), *first_masks.shape[1:]))
+        for view, data_sample in enumerate(data_samples):
+            in_view = view_of_kept == view
+            view_masks = data_sample.pred_instances.masks[keep_idxs[in_view] - view_starts[view]]
+            if data_sample.flip:
+                view_masks = flip_masks(view_masks, data_sample.flip_direction)
+            masks[in_view] = view_masks
+        return masks
