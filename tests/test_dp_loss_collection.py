@@ -84,7 +84,7 @@ def test_two_views_add_both_terms():
 
 
 def test_logged_parts_are_the_mean_over_the_views():
-    """dp_sym and dp_diag: L_sym and L_diag in percent averaged over the views, unweighted, not summed by parse_losses."""
+    """dp_sym, dp_diag: L_sym and L_diag in percent averaged over the views, unweighted, not summed by parse_losses."""
     model = TwoViews()
     model.backbone.dp_weight = 0.5
     views = (torch.rand(2, 3, 64, 96), torch.rand(2, 3, 64, 96))
