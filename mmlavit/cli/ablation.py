@@ -24,6 +24,20 @@ It writes ablation.json (every run and the summary) and ablation.png (mAP with
 error bars against seconds per iteration) to --out-dir. Finished runs are
 reused: delete a run's folder to train it again.
 
+Data: each shipped ablation config trains on a generated set (300 training
+and 80 validation images of 160x160, seed 0), written to the config's
+data_root when missing (:data:`GENERATED_SETS`):
+
+- configs/ablation/mask_rcnn_fpn_shapes.py (the default): Mask R-CNN with
+  narrow heads on the shapes set (data/shapes_ablation: circles, squares and
+  triangles apart on smooth backgrounds);
+- configs/ablation/mask_rcnn_fpn_occluded_shapes.py: mmdet's standard Mask
+  R-CNN on the occluded shapes set (data/occluded_shapes_ablation: ellipses,
+  triangles and stars on textured backgrounds, occluding each other, each
+  annotated by its visible region).
+
+Another config, or --data-root, names a COCO-format set that must exist.
+
 Variants: the names of :data:`VARIANTS`, ``NAME=BASE,key=value,...`` (a named
 variant with backbone arguments overridden, values as Python literals), or
 ``NAME={...}`` (any backbone dict of mmdet, mmseg or mmpretrain, e.g.
@@ -31,6 +45,7 @@ variant with backbone arguments overridden, values as Python literals), or
 """
 import argparse
 import ast
+import functools
 import json
 import os
 import statistics
@@ -46,14 +61,18 @@ from mmengine.config import Config
 from mmlavit.models.diagonality import cell_attention, diagonal_loss, holds_cells, symmetry_loss
 from mmlavit.models.lavit import LaViT
 from .attention_analysis import capture_lavit, capture_multihead, consecutive_similarity, load_inputs
-from .demo_data import make_coco_shapes
+from .demo_data import make_coco_occluded_shapes, make_coco_shapes
 from .flops import BACKBONES, build_backbone, count_flops
 from .runner import DatasetNotFoundError, build_model, load_config
-from .tool_process import run_tool
+from .tool_process import REPO, run_tool
 
 DEFAULT_CONFIG = 'configs/ablation/mask_rcnn_fpn_shapes.py'
-#: The generated set of the default config, written when missing.
-DEFAULT_DATA = dict(num_train=300, num_val=80, size=160, seed=0)
+#: Per shipped ablation config, the writer of its generated set (called with the folder), run when it is missing.
+GENERATED_SETS = {
+    DEFAULT_CONFIG: functools.partial(make_coco_shapes, num_train=300, num_val=80, size=160, seed=0),
+    'configs/ablation/mask_rcnn_fpn_occluded_shapes.py': functools.partial(
+        make_coco_occluded_shapes, num_train=300, num_val=80, size=160, seed=0),
+}
 LAVIT_T = LaViT.arch_zoo['t']
 VARIANTS = {
     'lavit-t': dict(type='mmlavit.LaViT', arch='t'),
@@ -119,7 +138,9 @@ def write_run_config(path: Path, base_config: str, backbone: dict, scope: str, s
         f'         begin={warmup}, end={iters}),',
         ']',
         f'optim_wrapper = dict(optimizer=dict(lr={schedule["lr"]!r}))',
-        f'default_hooks = dict(checkpoint=dict(interval={iters}))',
+        # At least two logging windows, since the first is left out of the iteration time.
+        f'default_hooks = dict(checkpoint=dict(interval={iters}),',
+        f'                     logger=dict(interval=min({max(1, iters // 2)}, _base_.default_hooks.logger.interval)))',
     ]
     path.write_text('\n'.join(lines) + '\n')
 
@@ -236,15 +257,23 @@ def plot(rows, title, path):
     plt.close(fig)
 
 
-def prepare_data(cfg: Config, data_root: str, default: bool):
-    """The validation images of the set; the default set is generated when missing."""
+def generated_set(config: str):
+    """The writer of a shipped ablation config's generated set (see :data:`GENERATED_SETS`); None for others."""
+    for shipped, write in GENERATED_SETS.items():
+        if (REPO / shipped).resolve() == Path(config).resolve():
+            return write
+    return None
+
+
+def prepare_data(cfg: Config, data_root: str, write=None):
+    """The validation images of the set, written first with ``write(data_root)`` when missing and given."""
     ann_file = Path(data_root) / cfg.val_dataloader.dataset.ann_file
     if not ann_file.is_file():
-        if not default:
+        if write is None:
             raise DatasetNotFoundError(f'{ann_file} does not exist: point --data-root at the COCO-format set '
                                        f'that the config reads')
-        print(f'Generating the shapes set in {data_root} ...', flush=True)
-        make_coco_shapes(data_root, **DEFAULT_DATA)
+        print(f'Generating the data set in {data_root} ...', flush=True)
+        write(data_root)
     images = json.loads(ann_file.read_text())['images']
     image_dir = Path(data_root) / cfg.val_dataloader.dataset.data_prefix['img']
     return [image_dir / image['file_name'] for image in images]
@@ -253,8 +282,8 @@ def prepare_data(cfg: Config, data_root: str, default: bool):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--config', default=DEFAULT_CONFIG, help='the detector, data and schedule')
-    parser.add_argument('--data-root', help='a COCO-format set (default: the config\'s; the generated '
-                                            'shapes set is written there when missing)')
+    parser.add_argument('--data-root', help='a COCO-format set (default: the config\'s; a shipped config\'s '
+                                            'generated set is written there when missing)')
     parser.add_argument('--variants', nargs='+', default=list(VARIANTS), metavar='VARIANT')
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     parser.add_argument('--iters', type=int, help='training iterations (default: the config\'s)')
@@ -278,8 +307,7 @@ def main(argv=None):
     cfg = load_config(args.config)
     scope = cfg.get('default_scope', 'mmdet')
     data_root = str(Path(args.data_root or cfg.data_root).resolve()) + '/'
-    own_data = args.data_root is None and Path(args.config).resolve() == Path(DEFAULT_CONFIG).resolve()
-    val_images = prepare_data(cfg, data_root, default=own_data)
+    val_images = prepare_data(cfg, data_root, None if args.data_root else generated_set(args.config))
     iters = args.iters or cfg.train_cfg.max_iters
     schedule = dict(iters=iters, warmup=min(cfg.param_scheduler[0].end, max(iters // 2, 1)),
                     lr=args.lr or cfg.optim_wrapper.optimizer.lr)
