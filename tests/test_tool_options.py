@@ -133,13 +133,17 @@ def test_seg_show_dir_draws_every_test_image(seg):
 
 # Detection: RetinaNet on the COCO shapes, mmdet's DetTTAModel (3 scales x flip, NMS).
 
+def coco_shapes_tests(root, config, options):
+    """:func:`plain_and_tta_tests` of an untrained detector on 3 generated COCO shapes images under root."""
+    make_coco_shapes(str(root / 'coco'), num_train=1, num_val=3, seed=3)
+    options = [f'data_root={root / "coco"}/', *options]
+    checkpoint = save_untrained_checkpoint(config, options, root / 'detector.pth', SHAPE_CLASSES)
+    return plain_and_tta_tests(config, checkpoint, options, root)
+
+
 @pytest.fixture(scope='module')
 def det(tmp_path_factory):
-    root = tmp_path_factory.mktemp('det')
-    make_coco_shapes(str(root / 'coco'), num_train=1, num_val=3, seed=3)
-    options = [f'data_root={root / "coco"}/', *DET_OPTIONS]
-    checkpoint = save_untrained_checkpoint(DET_CONFIG, options, root / 'retinanet.pth', SHAPE_CLASSES)
-    return plain_and_tta_tests(DET_CONFIG, checkpoint, options, root)
+    return coco_shapes_tests(tmp_path_factory.mktemp('det'), DET_CONFIG, DET_OPTIONS)
 
 
 def test_det_tta_keeps_boxes_of_every_view(det):
@@ -244,11 +248,7 @@ def test_instance_tta_keeps_the_mask_of_each_kept_box(direction):
 
 @pytest.fixture(scope='module')
 def mask(tmp_path_factory):
-    root = tmp_path_factory.mktemp('mask')
-    make_coco_shapes(str(root / 'coco'), num_train=1, num_val=3, seed=3)
-    options = [f'data_root={root / "coco"}/', *MASK_OPTIONS]
-    checkpoint = save_untrained_checkpoint(MASK_CONFIG, options, root / 'mask_rcnn.pth', SHAPE_CLASSES)
-    return plain_and_tta_tests(MASK_CONFIG, checkpoint, options, root)
+    return coco_shapes_tests(tmp_path_factory.mktemp('mask'), MASK_CONFIG, MASK_OPTIONS)
 
 
 def test_mask_rcnn_tta_predicts_a_mask_per_kept_box(mask):

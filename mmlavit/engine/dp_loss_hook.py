@@ -72,9 +72,9 @@ class DPLossCollection:
                 output[DP_LOSS_KEY] = output[DP_LOSS_KEY] + dp_loss if DP_LOSS_KEY in output else dp_loss
             if backbone_terms is not None:
                 terms.append(backbone_terms)
-        for key in DP_TERM_KEYS:
-            if terms:
-                output[key] = 100 * sum(backbone_terms[key] for backbone_terms in terms) / len(terms)
+        if terms:
+            output.update({key: 100 * sum(backbone_terms[key] for backbone_terms in terms) / len(terms)
+                           for key in DP_TERM_KEYS})
         return output
 
     def remove(self) -> None:

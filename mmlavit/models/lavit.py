@@ -554,7 +554,7 @@ class LaViT(BaseModule):
             # Zero when every LA layer's grid was smaller than the cells: loss_dp stays in the loss
             # dict at every input size.
             terms = torch.stack(dp_terms).mean(dim=0) if dp_terms else None
-            self._hold_dp_loss(self.dp_weight * terms.sum() if dp_terms else x.new_zeros(()), terms)
+            self._hold_dp_loss(x.new_zeros(()) if terms is None else self.dp_weight * terms.sum(), terms)
         return tuple(outs)
 
     def _has_trainable_la_layers(self) -> bool:
