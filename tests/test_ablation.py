@@ -3,9 +3,11 @@ import json
 import math
 import statistics
 
+import mmcv
 import pytest
 
 from mmlavit.cli import ablation
+from mmlavit.cli.cell_cues import own_cell_colour_share
 from mmlavit.cli.demo_data import make_coco_shapes
 from tool_calls import run_tool
 
@@ -65,6 +67,9 @@ def test_ablation_trains_measures_and_reuses(shapes_root, tmp_path):
     assert summary['pvtv2-b1']['params_m'] == pytest.approx(13.50, abs=0.01)
     assert summary['lavit-t']['gflops'] > 0 and summary['lavit-t']['bbox_mAP'] == lavit['bbox_mAP']
     assert (tmp_path / 'out' / 'ablation.png').stat().st_size > 5000
+    shares = [own_cell_colour_share(mmcv.imread(str(path))) for path in sorted(shapes_root.glob('val2017/*.jpg'))]
+    assert report['own_cell_colour_share'] == pytest.approx(statistics.mean(shares))
+    assert f'Own-cell colour share of the validation images: {statistics.mean(shares):.3f}' in process.stdout
     config = (tmp_path / 'runs' / 'lavit-t' / 'seed0' / 'config.py').read_text()
     assert "mmlavit.DPLossHook" in config and 'randomness = dict(seed=0)' in config
     assert 'DPLossHook' not in (tmp_path / 'runs' / 'pvtv2-b1' / 'seed0' / 'config.py').read_text()
@@ -72,3 +77,11 @@ def test_ablation_trains_measures_and_reuses(shapes_root, tmp_path):
     process = run_tool(*args)
     assert process.returncode == 0, process.stderr[-3000:]
     assert 'lavit-t seed 0: reusing' in process.stdout and 'training in' not in process.stdout
+
+    # Another schedule in the same work dir must not report the 2-iteration runs as its own.
+    process = run_tool(*[('3' if arg == '2' else arg) for arg in args])
+    assert process.returncode == 1 and 'training in' not in process.stdout
+    assert process.stderr.strip().splitlines()[-1] == (
+        f"error: {tmp_path / 'runs' / 'lavit-t' / 'seed0'} holds a finished run of another config, backbone or "
+        f"schedule than lavit-t seed 0 with these options: pass another --work-dir, or delete that folder to train "
+        f"it again")

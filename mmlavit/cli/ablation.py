@@ -20,9 +20,16 @@ table, mean and standard deviation over the seeds:
   on the validation images (the DP loss's terms; grids smaller than the
   P x P cells left out, as in training).
 
+Beside the table it prints the validation images' own-cell colour share
+(:mod:`mmlavit.cli.cell_cues`): how far their colours alone tell each token's
+own 7 x 7 key cell from the others, the cue that a diagonal cell attention
+starts from.
+
 It writes ablation.json (every run and the summary) and ablation.png (mAP with
 error bars against seconds per iteration) to --out-dir. Finished runs are
-reused: delete a run's folder to train it again.
+reused when they were trained from the config these options write (delete
+a run's folder to train it again); a finished run of another config,
+backbone or schedule in the same --work-dir is an error.
 
 Data: each shipped ablation config trains on a generated set (300 training
 and 80 validation images of 160x160, seed 0), written to the config's
@@ -61,7 +68,9 @@ from mmengine.config import Config
 from mmlavit.models.diagonality import cell_attention, diagonal_loss, holds_cells, symmetry_loss
 from mmlavit.models.lavit import LaViT
 from .attention_analysis import capture_lavit, capture_multihead, consecutive_similarity, load_inputs
+from .cell_cues import own_cell_colour_share
 from .demo_data import make_coco_occluded_shapes, make_coco_shapes
+from .errors import ToolArgumentError
 from .flops import BACKBONES, build_backbone, count_flops
 from .runner import DatasetNotFoundError, build_model, load_config
 from .tool_process import REPO, run_tool
@@ -121,7 +130,7 @@ def output_channels(backbone: dict, scope: str):
     return [out.shape[1] for out in outs]
 
 
-def write_run_config(path: Path, base_config: str, backbone: dict, scope: str, seed: int, schedule: dict):
+def run_config_text(base_config: str, backbone: dict, scope: str, seed: int, schedule: dict) -> str:
     """The run's config: --config with the variant's backbone, the seed and the schedule."""
     hooks = [dict(type='mmlavit.DPLossHook')] if is_lavit(backbone) else []
     iters, warmup = schedule['iters'], schedule['warmup']
@@ -142,7 +151,7 @@ def write_run_config(path: Path, base_config: str, backbone: dict, scope: str, s
         f'default_hooks = dict(checkpoint=dict(interval={iters}),',
         f'                     logger=dict(interval=min({max(1, iters // 2)}, _base_.default_hooks.logger.interval)))',
     ]
-    path.write_text('\n'.join(lines) + '\n')
+    return '\n'.join(lines) + '\n'
 
 
 def read_scalars(run_dir: Path):
@@ -182,10 +191,14 @@ def _mean_or_none(values):
     return statistics.mean(values) if values else None
 
 
-def measure_run(run_dir: Path, config: Path, val_images):
-    """Trained-model measures of a finished run, written to result.json."""
+def measure_run(run_dir: Path, config: Path, val_images, config_text: str):
+    """Trained-model measures of a finished run, written to result.json with the config it was written from.
+
+    The config is kept there because mmengine's Runner writes its own dump of
+    the config over ``config.py`` in the work dir.
+    """
     model = build_model(str(config), (run_dir / 'last_checkpoint').read_text().strip())
-    result = dict(read_scalars(run_dir), **attention_measures(model, val_images))
+    result = dict(read_scalars(run_dir), **attention_measures(model, val_images), run_config=config_text)
     (run_dir / 'result.json').write_text(json.dumps(result, indent=1))
     return result
 
@@ -321,23 +334,30 @@ def main(argv=None):
             run_dir = Path(args.work_dir).resolve() / name / f'seed{seed}'
             run_dir.mkdir(parents=True, exist_ok=True)
             config = run_dir / 'config.py'
+            config_text = run_config_text(args.config, backbone, scope, seed, schedule)
             if (run_dir / 'result.json').is_file():
-                runs[name][seed] = json.loads((run_dir / 'result.json').read_text())
+                result = json.loads((run_dir / 'result.json').read_text())
+                if result.get('run_config', config_text) != config_text:
+                    raise ToolArgumentError(
+                        f'{run_dir} holds a finished run of another config, backbone or schedule than '
+                        f'{name} seed {seed} with these options: pass another --work-dir, or delete that '
+                        f'folder to train it again')
+                runs[name][seed] = result
                 print(f'{name} seed {seed}: reusing {run_dir}', flush=True)
                 continue
-            write_run_config(config, args.config, backbone, scope, seed, schedule)
-            todo.append((name, seed, run_dir, config))
+            config.write_text(config_text)
+            todo.append((name, seed, run_dir, config, config_text))
 
     def train_and_measure(job):
-        name, seed, run_dir, config = job
+        name, seed, run_dir, config, _ = job
         print(f'{name} seed {seed}: training in {run_dir} ...', flush=True)
         train_run(run_dir, config, cfg_options, threads)
         return job
 
     pool = ThreadPoolExecutor(max_workers=args.jobs)
     try:
-        for name, seed, run_dir, config in pool.map(train_and_measure, todo):
-            runs[name][seed] = result = measure_run(run_dir, config, val_images)
+        for name, seed, run_dir, config, config_text in pool.map(train_and_measure, todo):
+            runs[name][seed] = result = measure_run(run_dir, config, val_images, config_text)
             print(f'{name} seed {seed}: ' + ', '.join(f'{metric} {result[metric]:.3f}' for metric in METRICS
                                                       if result.get(metric) is not None), flush=True)
     finally:
@@ -345,10 +365,11 @@ def main(argv=None):
 
     shape = tuple(mmcv.imread(str(val_images[0])).shape[:2])
     rows = summarise(runs, variants, shape)
+    colour_share = statistics.mean(own_cell_colour_share(mmcv.imread(str(path))) for path in val_images)
     title = (f'{Path(args.config).name}: {iters} iterations, lr {schedule["lr"]}, seeds {args.seeds}, '
              f'{threads} thread(s) per run')
     report = dict(config=args.config, data_root=data_root, schedule=schedule, seeds=args.seeds, jobs=args.jobs,
-                  threads_per_run=threads, flops_shape=list(shape),
+                  threads_per_run=threads, flops_shape=list(shape), own_cell_colour_share=colour_share,
                   variants={name: backbone for name, (backbone, _) in variants.items()},
                   runs={name: {str(seed): result for seed, result in seeds.items()} for name, seeds in runs.items()},
                   summary=rows)
@@ -358,5 +379,7 @@ def main(argv=None):
     plot(rows, title, out_dir / 'ablation.png')
     print(f'\n{title}; mean ± std over seeds\n')
     print(format_table(rows))
+    print(f'\nOwn-cell colour share of the validation images: {colour_share:.3f} (the share of 4x4-pixel '
+          f'tokens whose nearest 7x7 key cell in mean colour holds them; 0.04 on images of uniform noise)')
     print(f'\nWrote {out_dir / "ablation.json"} and {out_dir / "ablation.png"}')
     return report
