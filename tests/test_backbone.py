@@ -6,6 +6,7 @@ from mmlavit import LaViT
 from mmlavit.models import lavit as lavit_module
 from mmlavit.models.attention import LessAttention, VanillaAttention
 from mmlavit.models.diagonality import cell_attention, diagonal_loss, symmetry_loss
+from mmlavit.models.errors import LaViTConfigError
 
 STRIDES = (4, 8, 16, 32)
 
@@ -249,7 +250,7 @@ def captured_dp_terms(model, x):
                     lambda module, args, out: captured.append((tuple(args[0].shape[1:3]), out[2])))
     model(x)
     held = model.pop_dp_loss()
-    terms = [(hw, symmetry_loss(cells) + diagonal_loss(cells))
+    terms = [(hw, symmetry_loss(cells) + diagonal_loss(cells, model.dp_diagonal))
              for hw, attn in captured for cells in [cell_attention(attn.float(), hw, model.pool_size)]]
     return held, terms
 
@@ -262,6 +263,16 @@ def test_dp_loss_leaves_out_grids_smaller_than_the_cells():
     assert [hw for hw, _ in terms] == [(40, 24), (20, 12), (10, 6)]
     expected = torch.stack([term for hw, term in terms[:2]]).mean()
     torch.testing.assert_close(held, expected)
+
+
+def test_dp_diagonal_option():
+    """The log-ratio L_diag by default, the difference form on request, any other value refused by name."""
+    assert LaViT(arch='t').dp_diagonal == 'log_ratio'
+    layers = [layer for stage in LaViT(arch='t', dp_diagonal='difference').stages for layer in stage.layers]
+    assert {layer.dp_diagonal for layer in layers} == {'difference'}
+    with pytest.raises(LaViTConfigError, match="dp_diagonal='log' is not accepted: it must be 'difference' or "
+                                               "'log_ratio' \\(model.backbone.dp_diagonal\\)"):
+        LaViT(arch='t', dp_diagonal='log')
 
 
 def test_dp_loss_is_zero_when_no_grid_holds_the_cells():

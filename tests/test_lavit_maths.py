@@ -41,13 +41,15 @@ def pooling_matrix(hw, pool_size):
     return matrix
 
 
-def reference_dp(attn, hw, pool_size):
+def reference_dp(attn, hw, pool_size, diagonal_form='difference'):
     """(L_sym, L_diag) of attention (B, heads, K, N), from the definitions, in float64."""
     cells = (attn.double() @ pooling_matrix(hw, pool_size)).transpose(-2, -1)  # rows = query cells
     num_cells = cells.shape[-1]
     sym = (cells - cells.transpose(-2, -1)).abs().mean()
     eye = torch.eye(num_cells, dtype=torch.bool)
     off_diagonal_mean = cells.masked_fill(eye, 0).sum(-1) / (num_cells - 1)
+    if diagonal_form == 'log_ratio':
+        return torch.stack([sym, (off_diagonal_mean.log() - cells[..., eye].log()).mean()])
     return torch.stack([sym, (off_diagonal_mean - cells[..., eye]).mean()])
 
 
@@ -83,6 +85,34 @@ def test_dp_losses_of_hand_built_cell_matrices(cells, sym, diag):
     torch.testing.assert_close(diagonal_loss(cells), torch.tensor(diag), rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize('cells,diag', [
+    (torch.full((4, 4), 0.25), 0.),
+    # Rows log(0.2 / 0.6), log(0.1 / 0.8), log(0.25 / 0.5).
+    (torch.tensor([[0.6, 0.2, 0.2], [0.1, 0.8, 0.1], [0.25, 0.25, 0.5]]),
+     (math.log(1 / 3) + math.log(1 / 8) + math.log(1 / 2)) / 3),
+    # The off-diagonal zeros are floored at 1e-6.
+    (torch.eye(4), math.log(1e-6)),
+    # Near uniform, about K times the difference form: diagonal (1 + d) / K, off-diagonal (1 - d / (K - 1)) / K.
+    (torch.full((5, 5), (1 - 0.01 / 4) / 5).fill_diagonal_(1.01 / 5), math.log((1 - 0.01 / 4) / 1.01)),
+], ids=['uniform', 'three-cells', 'identity-floored', 'near-uniform'])
+def test_log_ratio_diagonal_loss_of_hand_built_cell_matrices(cells, diag):
+    cells = cells.expand(2, 3, *cells.shape)
+    torch.testing.assert_close(diagonal_loss(cells, 'log_ratio'), torch.tensor(diag), rtol=0, atol=1e-6)
+
+
+def test_log_ratio_is_about_k_times_the_difference_near_uniform():
+    num_cells, excess = 49, 1e-3
+    cells = torch.full((num_cells, num_cells), (1 - excess / (num_cells - 1)) / num_cells)
+    cells.fill_diagonal_((1 + excess) / num_cells)
+    ratio = diagonal_loss(cells[None, None].double(), 'log_ratio') / diagonal_loss(cells[None, None].double())
+    assert abs(ratio.item() - num_cells) < 0.1
+
+
+def test_diagonal_loss_names_its_forms():
+    with pytest.raises(ValueError, match="forms \\('difference', 'log_ratio'\\), got 'log'"):
+        diagonal_loss(torch.eye(3)[None, None], 'log')
+
+
 @pytest.mark.parametrize('shifts', [(0, 0), (0, 1), (1, 4)], ids=['identity', 'head-1-shifted', 'both-shifted'])
 def test_cell_attention_rows_are_query_cells(shifts):
     """Head h: every query of cell c attends only to key cell (c + shift_h) mod 9, on a 6x9 grid, P = 3.
@@ -116,8 +146,8 @@ def test_cell_attention_averages_the_queries_of_each_cell(hw):
 
 def test_layer_dp_terms_are_sym_and_diag_and_skip_small_grids():
     attn = torch.randn(2, 2, 9, 8 * 11).mul(3).softmax(dim=-2)
-    torch.testing.assert_close(layer_dp_terms(attn, (8, 11), 3), reference_dp(attn, (8, 11), 3).float())
-    assert layer_dp_terms(torch.rand(1, 2, 9, 2 * 11), (2, 11), 3) is None
+    torch.testing.assert_close(layer_dp_terms(attn, (8, 11), 3, 'difference'), reference_dp(attn, (8, 11), 3).float())
+    assert layer_dp_terms(torch.rand(1, 2, 9, 2 * 11), (2, 11), 3, 'difference') is None
 
 
 def test_psi_acts_on_the_query_grid_with_its_orientation():
@@ -233,19 +263,20 @@ def test_attention_residual_adds_the_previous_stage_last_scores_to_the_first_va_
     torch.testing.assert_close(scores - product, expected, rtol=1e-4, atol=1e-6)
 
 
-def test_loss_dp_backpropagates_on_its_own():
+@pytest.mark.parametrize('diagonal_form', ['log_ratio', 'difference'])
+def test_loss_dp_backpropagates_on_its_own(diagonal_form):
     """loss_dp.backward() alone gives every LA layer's Theta and Psi the gradient of the DP loss; its logged parts.
 
     The reference is dp_weight times the mean of L_sym + L_diag over the LA
     layers whose grid holds the P x P cells, computed from their captured
     attention: its value and its autograd gradient must match.
     """
-    model = LaViT(arch=DP_ARCH, pool_size=3, drop_path_rate=0., dp_weight=0.5).train()
+    model = LaViT(arch=DP_ARCH, pool_size=3, drop_path_rate=0., dp_weight=0.5, dp_diagonal=diagonal_form).train()
     perturb_less_attention(model)
     records = record(module for module in model.modules() if isinstance(module, LessAttention))
     model(torch.rand(1, 3, 64, 96))
     loss_dp, logged = model.pop_dp_loss(return_terms=True)
-    terms = [reference_dp(attn, tuple(tokens.shape[1:3]), 3) for tokens, _, attn in records.values()
+    terms = [reference_dp(attn, tuple(tokens.shape[1:3]), 3, diagonal_form) for tokens, _, attn in records.values()
              if min(tokens.shape[1:3]) >= 3]
     assert len(terms) == 4 and len(records) == 5
     sym, diag = torch.stack(terms).mean(dim=0)

@@ -25,6 +25,7 @@ from tool_calls import run_tool
 
 CONFIG = 'configs/ablation/mask_rcnn_fpn_occluded_shapes.py'
 SHAPES_CONFIG = 'configs/ablation/mask_rcnn_fpn_shapes.py'
+NARROW_CONFIG = 'configs/ablation/mask_rcnn_fpn_occluded_shapes_narrow.py'
 ABLATION_CONFIGS = sorted(str(path.relative_to(REPO)) for path in (REPO / 'configs/ablation').glob('*.py'))
 
 
@@ -136,6 +137,18 @@ def test_config_is_the_shapes_schedule_with_mmdets_mask_rcnn(tmp_path):
         'mmlavit.LaViT', 't', 0.1)
     assert cfg.model.neck.out_channels == cfg.model.rpn_head.in_channels == cfg.model.roi_head.mask_head.in_channels
     assert cfg.model.neck.out_channels == 256 and cfg.model.roi_head.bbox_head.fc_out_channels == 1024
+
+
+def test_narrow_config_is_the_shapes_config_on_the_occluded_set():
+    cfg, shapes = read_config(NARROW_CONFIG), read_config(SHAPES_CONFIG)
+    assert cfg.model.to_dict() == shapes.model.to_dict() and cfg.model.neck.out_channels == 64
+    for key in ('train_cfg', 'param_scheduler', 'optim_wrapper', 'custom_hooks'):
+        assert cfg[key] == shapes[key], key
+    for loader in ('train_dataloader', 'val_dataloader'):
+        assert cfg[loader].dataset.data_root == 'data/occluded_shapes_ablation/'
+        assert cfg[loader].dataset.metainfo.classes == OCCLUDED_SHAPE_CLASSES
+        assert cfg[loader].dataset.pipeline == shapes[loader].dataset.pipeline
+    assert read_config(CONFIG).train_dataloader.to_dict() == cfg.train_dataloader.to_dict()
 
 
 def test_config_model_trains_loss_dp_on_generated_images(occluded_root):

@@ -102,7 +102,7 @@ def record_lavit_forwards(backbone, records):
 
 def dp_term(backbone, record):
     """``dp_weight * L_DP`` of one recorded forward: the mean over the LA layers whose grid holds the cells."""
-    terms = [layer_dp_terms(attn, hw, backbone.pool_size).sum()
+    terms = [layer_dp_terms(attn, hw, backbone.pool_size, backbone.dp_diagonal).sum()
              for hw, attn in record['attention'] if holds_cells(hw, backbone.pool_size)]
     return backbone.dp_weight * torch.stack(terms).mean()
 

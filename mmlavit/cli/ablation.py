@@ -38,10 +38,12 @@ data_root when missing (:data:`GENERATED_SETS`):
 - configs/ablation/mask_rcnn_fpn_shapes.py (the default): Mask R-CNN with
   narrow heads on the shapes set (data/shapes_ablation: circles, squares and
   triangles apart on smooth backgrounds);
+- configs/ablation/mask_rcnn_fpn_occluded_shapes_narrow.py: the default's
+  narrow heads on the occluded shapes set (data/occluded_shapes_ablation:
+  ellipses, triangles and stars on textured backgrounds, occluding each
+  other, each annotated by its visible region);
 - configs/ablation/mask_rcnn_fpn_occluded_shapes.py: mmdet's standard Mask
-  R-CNN on the occluded shapes set (data/occluded_shapes_ablation: ellipses,
-  triangles and stars on textured backgrounds, occluding each other, each
-  annotated by its visible region).
+  R-CNN (256-channel FPN and heads) on the occluded shapes set.
 
 Another config, or --data-root, names a COCO-format set that must exist.
 
@@ -79,9 +81,11 @@ DEFAULT_CONFIG = 'configs/ablation/mask_rcnn_fpn_shapes.py'
 #: Per shipped ablation config, the writer of its generated set (called with the folder), run when it is missing.
 GENERATED_SETS = {
     DEFAULT_CONFIG: functools.partial(make_coco_shapes, num_train=300, num_val=80, size=160, seed=0),
-    'configs/ablation/mask_rcnn_fpn_occluded_shapes.py': functools.partial(
-        make_coco_occluded_shapes, num_train=300, num_val=80, size=160, seed=0),
 }
+for _occluded_config in ('configs/ablation/mask_rcnn_fpn_occluded_shapes.py',
+                         'configs/ablation/mask_rcnn_fpn_occluded_shapes_narrow.py'):
+    GENERATED_SETS[_occluded_config] = functools.partial(
+        make_coco_occluded_shapes, num_train=300, num_val=80, size=160, seed=0)
 LAVIT_T = LaViT.arch_zoo['t']
 VARIANTS = {
     'lavit-t': dict(type='mmlavit.LaViT', arch='t'),

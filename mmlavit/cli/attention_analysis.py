@@ -168,7 +168,7 @@ def plot_cell_attention(stages, pool_size, path):
         for layer_index, record in enumerate(records):
             attn, hw = record['attn'].float(), record['hw']
             matrix = cell_attention(attn, hw, pool_size).mean(dim=(0, 1))
-            dp_terms = layer_dp_terms(attn, hw, pool_size)
+            dp_terms = layer_dp_terms(attn, hw, pool_size, 'difference')
             ax = axes[stage_index][layer_index]
             ax.imshow(matrix.numpy(), cmap='viridis')
             dp_text = ('L_sym={:.4f} L_diag={:.4f}'.format(*dp_terms.tolist()) if dp_terms is not None

@@ -38,15 +38,32 @@ def symmetry_loss(cells: Tensor) -> Tensor:
     return (cells - cells.transpose(-2, -1)).abs().mean()
 
 
-def diagonal_loss(cells: Tensor) -> Tensor:
-    """L_diag = mean over batch, heads and rows i of (mean_{j != i} A_ij - A_ii), for A (B, heads, K, K).
+#: The forms of L_diag that :func:`diagonal_loss` computes.
+DIAGONAL_FORMS = ('difference', 'log_ratio')
+#: The floor of the attention values whose logarithm the log-ratio form takes.
+LOG_FLOOR = 1e-6
 
-    Negative when each cell attends more to itself than to the others on
-    average: -1 for the identity, 0 for a uniform A.
+
+def diagonal_loss(cells: Tensor, form: str = 'difference') -> Tensor:
+    """L_diag of a cell attention A (B, heads, K, K), mean over batch, heads and rows i.
+
+    - ``'difference'``: mean_{j != i} A_ij - A_ii; -1 for the identity.
+    - ``'log_ratio'``: log(mean_{j != i} A_ij / A_ii), values floored at
+      :data:`LOG_FLOOR`; a row's term is the difference form divided by a
+      mean of its off-diagonal and diagonal values, so near a uniform A
+      (values 1/K) it is about K times the difference form and its gradient
+      does not fade as the rows' values shrink with K.
+
+    Both are 0 for a uniform A and negative when each cell attends more to
+    itself than to the others on average.
     """
     num_cells = cells.shape[-1]
     diagonal = cells.diagonal(dim1=-2, dim2=-1)
     off_diagonal_mean = (cells.sum(dim=-1) - diagonal) / (num_cells - 1)
+    if form == 'log_ratio':
+        return (off_diagonal_mean.clamp_min(LOG_FLOOR).log() - diagonal.clamp_min(LOG_FLOOR).log()).mean()
+    if form != 'difference':
+        raise ValueError(f'L_diag has the forms {DIAGONAL_FORMS}, got {form!r}')
     return (off_diagonal_mean - diagonal).mean()
 
 
@@ -55,7 +72,7 @@ def holds_cells(hw: Tuple[int, int], pool_size: int) -> bool:
     return min(hw) >= pool_size
 
 
-def layer_dp_terms(attn: Tensor, hw: Tuple[int, int], pool_size: int) -> Optional[Tensor]:
+def layer_dp_terms(attn: Tensor, hw: Tuple[int, int], pool_size: int, diagonal_form: str) -> Optional[Tensor]:
     """L_sym and L_diag of an LA layer (its DP loss is their sum), or None where its grid is smaller than the cells.
 
     When the query grid is smaller than P x P in either direction, the pooled
@@ -68,6 +85,7 @@ def layer_dp_terms(attn: Tensor, hw: Tuple[int, int], pool_size: int) -> Optiona
         attn (Tensor): Attention probabilities (B, heads, K, N).
         hw (tuple[int, int]): The query grid (H, W).
         pool_size (int): P.
+        diagonal_form (str): The form of L_diag (see :func:`diagonal_loss`).
 
     Returns:
         Tensor | None: (L_sym, L_diag), shape (2,), or None for a grid smaller
@@ -76,4 +94,4 @@ def layer_dp_terms(attn: Tensor, hw: Tuple[int, int], pool_size: int) -> Optiona
     if not holds_cells(hw, pool_size):
         return None
     cells = cell_attention(attn.float(), hw, pool_size)
-    return torch.stack([symmetry_loss(cells), diagonal_loss(cells)])
+    return torch.stack([symmetry_loss(cells), diagonal_loss(cells, diagonal_form)])

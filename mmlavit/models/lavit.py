@@ -19,7 +19,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from mmlavit.registry import MODELS
 from mmlavit.utils import load_backbone_state_dict
 from .attention import AttentionResidual, LessAttention, VanillaAttention
-from .diagonality import layer_dp_terms
+from .diagonality import DIAGONAL_FORMS, layer_dp_terms
 from .errors import LaViTConfigError, LaViTInputError
 from .grid import pad_to_multiple
 from .mixffn import MixFFN
@@ -47,14 +47,19 @@ class LaViTLayer(BaseModule):
         norm_cfg (dict): Norm. Default: dict(type='LN').
         with_cp (bool): Use checkpoint or not. Using checkpoint will save some
             memory while slowing down the training speed. Default: False.
+        dp_diagonal (str): The form of the DP loss's L_diag (LA layers only;
+            see :func:`~mmlavit.models.diagonality.diagonal_loss`).
+            Default: 'log_ratio'.
         init_cfg (dict, optional): Initialization config. Default: None.
     """
 
     def __init__(self, embed_dims, num_heads, mlp_ratio, less_attention, pool_size, la_kernel=3,
                  qkv_bias=True, drop_rate=0., attn_drop_rate=0., drop_path_rate=0.,
-                 act_cfg=dict(type='GELU'), norm_cfg=dict(type='LN'), with_cp=False, init_cfg=None):
+                 act_cfg=dict(type='GELU'), norm_cfg=dict(type='LN'), with_cp=False,
+                 dp_diagonal='log_ratio', init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         self.less_attention = less_attention
+        self.dp_diagonal = dp_diagonal
         self.with_cp = with_cp
         self.norm1 = build_norm_layer(norm_cfg, embed_dims)[1]
         attn_kwargs = dict(attn_drop_rate=attn_drop_rate, proj_drop_rate=drop_rate,
@@ -104,7 +109,7 @@ class LaViTLayer(BaseModule):
         x = x + self.drop_path(self.ffn(self.norm2(x)))
         dp_term = None
         if with_dp and self.less_attention:
-            dp_term = layer_dp_terms(attn, x.shape[1:3], self.attn.pool_size)
+            dp_term = layer_dp_terms(attn, x.shape[1:3], self.attn.pool_size, self.dp_diagonal)
         return x, scores, dp_term
 
 
@@ -308,7 +313,7 @@ class LaViT(BaseModule):
                  ar_layer_scale_init=0.1, dp_weight=0.1, out_indices=(0, 1, 2, 3), qkv_bias=True,
                  drop_rate=0., attn_drop_rate=0., drop_path_rate=0.1, act_cfg=dict(type='GELU'),
                  norm_cfg=dict(type='LN'), frozen_stages=-1, norm_eval=False, with_cp=False,
-                 init_cfg=None):
+                 dp_diagonal='log_ratio', init_cfg=None):
         super().__init__(init_cfg=self._check_init_cfg(init_cfg))
         self.arch_settings = self._resolve_arch(arch)
         num_stages = len(self.arch_settings['depths'])
@@ -321,6 +326,8 @@ class LaViT(BaseModule):
                       'an odd int (Psi is centred)')
         _check_option('dp_weight', dp_weight, _is_number(dp_weight) and 0 <= dp_weight < math.inf,
                       'a number >= 0 (0 turns the DP loss off)')
+        _check_option('dp_diagonal', dp_diagonal, dp_diagonal in DIAGONAL_FORMS,
+                      ' or '.join(repr(form) for form in DIAGONAL_FORMS))
         for name, rate in (('drop_rate', drop_rate), ('attn_drop_rate', attn_drop_rate),
                            ('drop_path_rate', drop_path_rate)):
             _check_option(name, rate, _is_number(rate) and 0 <= rate < 1, 'a rate in [0, 1)')
@@ -328,6 +335,7 @@ class LaViT(BaseModule):
         self.in_channels = in_channels
         self.pool_size = pool_size
         self.dp_weight = dp_weight
+        self.dp_diagonal = dp_diagonal
         self.out_indices = out_indices
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
@@ -337,7 +345,7 @@ class LaViT(BaseModule):
         drop_path_rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
         layer_kwargs = dict(pool_size=pool_size, la_kernel=la_kernel, qkv_bias=qkv_bias,
                             drop_rate=drop_rate, attn_drop_rate=attn_drop_rate, act_cfg=act_cfg,
-                            with_cp=with_cp)
+                            with_cp=with_cp, dp_diagonal=dp_diagonal)
         self.stages = ModuleList()
         channels, heads = in_channels, None
         for index in range(num_stages):
