@@ -82,7 +82,7 @@ def record(modules):
 def test_dp_losses_of_hand_built_cell_matrices(cells, sym, diag):
     cells = cells.expand(1, 1, *cells.shape[-2:]) if cells.dim() == 2 else cells
     torch.testing.assert_close(symmetry_loss(cells), torch.tensor(sym), rtol=0, atol=1e-6)
-    torch.testing.assert_close(diagonal_loss(cells), torch.tensor(diag), rtol=0, atol=1e-6)
+    torch.testing.assert_close(diagonal_loss(cells, 'difference'), torch.tensor(diag), rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize('cells,diag', [
@@ -92,19 +92,23 @@ def test_dp_losses_of_hand_built_cell_matrices(cells, sym, diag):
      (math.log(1 / 3) + math.log(1 / 8) + math.log(1 / 2)) / 3),
     # The off-diagonal zeros are floored at 1e-6.
     (torch.eye(4), math.log(1e-6)),
+    # A zero diagonal is floored too: row 0 is log(0.5 / 1e-6).
+    (torch.tensor([[0., 0.5, 0.5], [0.5, 0.5, 0.], [0.5, 0., 0.5]]), (math.log(5e5) + 2 * math.log(0.5)) / 3),
     # Near uniform, about K times the difference form: diagonal (1 + d) / K, off-diagonal (1 - d / (K - 1)) / K.
     (torch.full((5, 5), (1 - 0.01 / 4) / 5).fill_diagonal_(1.01 / 5), math.log((1 - 0.01 / 4) / 1.01)),
-], ids=['uniform', 'three-cells', 'identity-floored', 'near-uniform'])
+], ids=['uniform', 'three-cells', 'identity-floored', 'zero-diagonal-floored', 'near-uniform'])
 def test_log_ratio_diagonal_loss_of_hand_built_cell_matrices(cells, diag):
     cells = cells.expand(2, 3, *cells.shape)
-    torch.testing.assert_close(diagonal_loss(cells, 'log_ratio'), torch.tensor(diag), rtol=0, atol=1e-6)
+    torch.testing.assert_close(diagonal_loss(cells.double(), 'log_ratio'), torch.tensor(diag, dtype=torch.float64),
+                               rtol=1e-6, atol=1e-6)
 
 
 def test_log_ratio_is_about_k_times_the_difference_near_uniform():
     num_cells, excess = 49, 1e-3
     cells = torch.full((num_cells, num_cells), (1 - excess / (num_cells - 1)) / num_cells)
     cells.fill_diagonal_((1 + excess) / num_cells)
-    ratio = diagonal_loss(cells[None, None].double(), 'log_ratio') / diagonal_loss(cells[None, None].double())
+    cells = cells[None, None].double()
+    ratio = diagonal_loss(cells, 'log_ratio') / diagonal_loss(cells, 'difference')
     assert abs(ratio.item() - num_cells) < 0.1
 
 

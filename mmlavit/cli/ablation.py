@@ -17,7 +17,8 @@ table, mean and standard deviation over the seeds:
   it), averaged over the stages' layer pairs and the validation images (LaViT,
   and PVTv2/MiT through their nn.MultiheadAttention; '-' for others);
 - for LaViT variants with LA layers, L_sym and L_diag of the trained LA layers
-  on the validation images (the DP loss's terms; grids smaller than the
+  on the validation images (L_diag in its difference form, whichever form
+  was trained, so that runs compare on one scale; grids smaller than the
   P x P cells left out, as in training).
 
 Beside the table it prints the validation images' own-cell colour share
@@ -81,11 +82,10 @@ DEFAULT_CONFIG = 'configs/ablation/mask_rcnn_fpn_shapes.py'
 #: Per shipped ablation config, the writer of its generated set (called with the folder), run when it is missing.
 GENERATED_SETS = {
     DEFAULT_CONFIG: functools.partial(make_coco_shapes, num_train=300, num_val=80, size=160, seed=0),
+    **dict.fromkeys(('configs/ablation/mask_rcnn_fpn_occluded_shapes.py',
+                     'configs/ablation/mask_rcnn_fpn_occluded_shapes_narrow.py'),
+                    functools.partial(make_coco_occluded_shapes, num_train=300, num_val=80, size=160, seed=0)),
 }
-for _occluded_config in ('configs/ablation/mask_rcnn_fpn_occluded_shapes.py',
-                         'configs/ablation/mask_rcnn_fpn_occluded_shapes_narrow.py'):
-    GENERATED_SETS[_occluded_config] = functools.partial(
-        make_coco_occluded_shapes, num_train=300, num_val=80, size=160, seed=0)
 LAVIT_T = LaViT.arch_zoo['t']
 VARIANTS = {
     'lavit-t': dict(type='mmlavit.LaViT', arch='t'),
@@ -182,7 +182,7 @@ def attention_measures(model, images):
                     if record['kind'] == 'LA' and holds_cells(record['hw'], backbone.pool_size):
                         cells = cell_attention(record['attn'].float(), record['hw'], backbone.pool_size)
                         l_sym.append(symmetry_loss(cells).item())
-                        l_diag.append(diagonal_loss(cells).item())
+                        l_diag.append(diagonal_loss(cells, 'difference').item())
         else:
             maps = capture_multihead(backbone, inputs)
         pairs = [value for stage_maps in maps for value in consecutive_similarity(stage_maps)]

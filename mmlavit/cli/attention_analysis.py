@@ -11,7 +11,8 @@ It writes to --out-dir:
   key cells, drawn over the image (heads averaged; x marks the query);
 - cell_attention.png: for each stage and layer, the K x K matrix A of
   mmlavit.models.diagonality.cell_attention (rows: query cells), whose
-  diagonality the DP loss rewards, titled with L_sym + L_diag;
+  diagonality the DP loss rewards, titled with L_sym and L_diag (L_diag in
+  its difference form, whichever form the model was trained with);
 - saturation.png and saturation.json: attention saturation, the cosine
   similarity of consecutive layers' attention maps within each stage, for
   LaViT and for --compare (PVTv2 or MiT, optionally --compare-checkpoint)

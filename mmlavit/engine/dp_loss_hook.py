@@ -23,7 +23,7 @@ from mmlavit.registry import HOOKS
 
 DP_LOSS_KEY = 'loss_dp'
 #: The unweighted parts of the DP loss, L_sym and L_diag, in percent (so that mmengine's 4 decimals show
-#: them from the start of training, where they are of the order of 1e-4): log variables, since mmengine's
+#: them from the start of training, where they are of the order of 1e-4 to 1e-3): log variables, since mmengine's
 #: parse_losses sums only the keys that contain 'loss'.
 DP_TERM_KEYS = ('dp_sym', 'dp_diag')
 

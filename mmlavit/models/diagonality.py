@@ -44,18 +44,28 @@ DIAGONAL_FORMS = ('difference', 'log_ratio')
 LOG_FLOOR = 1e-6
 
 
-def diagonal_loss(cells: Tensor, form: str = 'difference') -> Tensor:
-    """L_diag of a cell attention A (B, heads, K, K), mean over batch, heads and rows i.
+def diagonal_loss(cells: Tensor, form: str) -> Tensor:
+    """L_diag of a cell attention A, the mean over batch, heads and rows i.
 
     - ``'difference'``: mean_{j != i} A_ij - A_ii; -1 for the identity.
-    - ``'log_ratio'``: log(mean_{j != i} A_ij / A_ii), values floored at
-      :data:`LOG_FLOOR`; a row's term is the difference form divided by a
-      mean of its off-diagonal and diagonal values, so near a uniform A
-      (values 1/K) it is about K times the difference form and its gradient
-      does not fade as the rows' values shrink with K.
+    - ``'log_ratio'``: log(mean_{j != i} A_ij / A_ii), the values floored at
+      :data:`LOG_FLOOR` (log(1e-6) = -13.8 for the identity). Near a uniform
+      A (values 1/K) it is about K times the difference form, and its
+      gradient does not shrink with the rows' values (docs/design.md,
+      "Why the log ratio").
 
     Both are 0 for a uniform A and negative when each cell attends more to
     itself than to the others on average.
+
+    Args:
+        cells (Tensor): A, shape (B, heads, K, K), rows summing to 1.
+        form (str): ``'difference'`` or ``'log_ratio'``.
+
+    Returns:
+        Tensor: L_diag, a scalar.
+
+    Raises:
+        ValueError: Another form; the message names the accepted ones.
     """
     num_cells = cells.shape[-1]
     diagonal = cells.diagonal(dim1=-2, dim2=-1)
@@ -63,7 +73,8 @@ def diagonal_loss(cells: Tensor, form: str = 'difference') -> Tensor:
     if form == 'log_ratio':
         return (off_diagonal_mean.clamp_min(LOG_FLOOR).log() - diagonal.clamp_min(LOG_FLOOR).log()).mean()
     if form != 'difference':
-        raise ValueError(f'L_diag has the forms {DIAGONAL_FORMS}, got {form!r}')
+        raise ValueError(f'L_diag has the forms {DIAGONAL_FORMS}, got {form!r}: pass one of them '
+                         f'(model.backbone.dp_diagonal)')
     return (off_diagonal_mean - diagonal).mean()
 
 

@@ -254,6 +254,10 @@ class LaViT(BaseModule):
             residual. Default: 0.1.
         dp_weight (float): Weight of the DP loss (>= 0); 0 turns it off.
             Default: 0.1.
+        dp_diagonal (str): The form of the DP loss's L_diag: 'log_ratio',
+            log(mean off-diagonal / diagonal) of the cell attention, or
+            'difference', mean off-diagonal - diagonal (docs/design.md,
+            "The DP loss"). Default: 'log_ratio'.
         out_indices (Sequence[int]): Stages whose outputs are returned.
             Default: (0, 1, 2, 3).
         qkv_bias (bool): Bias of the query, key and value projections (the
