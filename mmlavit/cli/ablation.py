@@ -68,7 +68,7 @@ import torch
 from mmengine.analysis import parameter_count
 from mmengine.config import Config
 
-from mmlavit.models.diagonality import cell_attention, diagonal_loss, holds_cells, symmetry_loss
+from mmlavit.models.diagonality import REPORTED_DIAGONAL_FORM, layer_dp_terms
 from mmlavit.models.lavit import LaViT
 from .attention_analysis import capture_lavit, capture_multihead, consecutive_similarity, load_inputs
 from .cell_cues import own_cell_colour_share
@@ -179,10 +179,11 @@ def attention_measures(model, images):
             maps = [[record['attn'].transpose(-2, -1) for record in records] for records in stages]
             for records in stages:
                 for record in records:
-                    if record['kind'] == 'LA' and holds_cells(record['hw'], backbone.pool_size):
-                        cells = cell_attention(record['attn'].float(), record['hw'], backbone.pool_size)
-                        l_sym.append(symmetry_loss(cells).item())
-                        l_diag.append(diagonal_loss(cells, 'difference').item())
+                    terms = (layer_dp_terms(record['attn'], record['hw'], backbone.pool_size, REPORTED_DIAGONAL_FORM)
+                             if record['kind'] == 'LA' else None)
+                    if terms is not None:
+                        l_sym.append(terms[0].item())
+                        l_diag.append(terms[1].item())
         else:
             maps = capture_multihead(backbone, inputs)
         pairs = [value for stage_maps in maps for value in consecutive_similarity(stage_maps)]

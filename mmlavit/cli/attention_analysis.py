@@ -41,7 +41,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.runner import load_checkpoint
 
-from mmlavit.models.diagonality import cell_attention, layer_dp_terms
+from mmlavit.models.diagonality import REPORTED_DIAGONAL_FORM, cell_attention, layer_dp_terms
 from mmlavit.models.lavit import LaViT
 from .flops import BACKBONES, build_backbone
 from .runner import build_model
@@ -169,7 +169,7 @@ def plot_cell_attention(stages, pool_size, path):
         for layer_index, record in enumerate(records):
             attn, hw = record['attn'].float(), record['hw']
             matrix = cell_attention(attn, hw, pool_size).mean(dim=(0, 1))
-            dp_terms = layer_dp_terms(attn, hw, pool_size, 'difference')
+            dp_terms = layer_dp_terms(attn, hw, pool_size, REPORTED_DIAGONAL_FORM)
             ax = axes[stage_index][layer_index]
             ax.imshow(matrix.numpy(), cmap='viridis')
             dp_text = ('L_sym={:.4f} L_diag={:.4f}'.format(*dp_terms.tolist()) if dp_terms is not None

@@ -40,6 +40,9 @@ def symmetry_loss(cells: Tensor) -> Tensor:
 
 #: The forms of L_diag that :func:`diagonal_loss` computes.
 DIAGONAL_FORMS = ('difference', 'log_ratio')
+#: The form of L_diag that the tools report, whichever form a model was trained with, so that runs compare
+#: on one scale.
+REPORTED_DIAGONAL_FORM = 'difference'
 #: The floor of the attention values whose logarithm the log-ratio form takes.
 LOG_FLOOR = 1e-6
 
@@ -67,14 +70,14 @@ def diagonal_loss(cells: Tensor, form: str) -> Tensor:
     Raises:
         ValueError: Another form; the message names the accepted ones.
     """
+    if form not in DIAGONAL_FORMS:
+        raise ValueError(f'L_diag has the forms {DIAGONAL_FORMS}, got {form!r}: pass one of them '
+                         f'(model.backbone.dp_diagonal)')
     num_cells = cells.shape[-1]
     diagonal = cells.diagonal(dim1=-2, dim2=-1)
     off_diagonal_mean = (cells.sum(dim=-1) - diagonal) / (num_cells - 1)
     if form == 'log_ratio':
         return (off_diagonal_mean.clamp_min(LOG_FLOOR).log() - diagonal.clamp_min(LOG_FLOOR).log()).mean()
-    if form != 'difference':
-        raise ValueError(f'L_diag has the forms {DIAGONAL_FORMS}, got {form!r}: pass one of them '
-                         f'(model.backbone.dp_diagonal)')
     return (off_diagonal_mean - diagonal).mean()
 
 
