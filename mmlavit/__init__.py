@@ -9,8 +9,8 @@ from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 
 from .engine import DPLossHook, attach_dp_loss
-from .models import LaViT
-from .utils import register_safe_checkpoint_loaders
+from .models import LaViT, collect_dp_loss
+from .utils.checkpoint import register_safe_checkpoint_loaders
 
 __version__ = '0.1.0'
 
@@ -20,4 +20,4 @@ MMENGINE_MODELS.register_module(module=LaViT)
 MMENGINE_HOOKS.register_module(module=DPLossHook)
 register_safe_checkpoint_loaders()
 
-__all__ = ['LaViT', 'DPLossHook', 'attach_dp_loss', '__version__']
+__all__ = ['LaViT', 'DPLossHook', 'attach_dp_loss', 'collect_dp_loss', '__version__']

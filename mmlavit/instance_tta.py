@@ -1,9 +1,4 @@
-"""Test-time augmentation for instance segmentation: mmdet's DetTTAModel with the instance masks kept.
-
-Not imported by ``mmlavit`` itself, as it imports ``mmdet.models``; configs
-load it with ``custom_imports = dict(imports=['mmlavit',
-'mmlavit.instance_tta'], allow_failed_imports=False)``.
-"""
+"""Instance segmentation TTA: DetTTAModel keeping the masks (not imported by ``mmlavit``: it imports mmdet.models)."""
 from typing import List
 
 import torch
@@ -38,22 +33,15 @@ def flip_masks(masks: Tensor, direction: str) -> Tensor:
 class InstanceSegTTAModel(DetTTAModel):
     """Merges augmented instance segmentation results: boxes as DetTTAModel, and each kept box's mask.
 
-    The boxes of all views are flipped back (``bbox_flip`` against
-    ``ori_shape``) and merged by ``batched_nms`` with ``tta_cfg.nms``, the
-    ``tta_cfg.max_per_img`` best kept, exactly as mmdet's DetTTAModel does.
-    Each kept box keeps the instance mask its view predicted for it, flipped
-    back the same way. The masks must be at ``ori_shape``, as detectors
-    predict them with ``rescale=True`` (what ``test_step`` does), so that
-    every view's masks share one shape. Predictions without masks are merged
-    as DetTTAModel merges them.
+    Boxes merge as in DetTTAModel (flipped back with ``bbox_flip`` against ``ori_shape``, ``batched_nms`` with
+    ``tta_cfg.nms``, the ``tta_cfg.max_per_img`` best kept); each kept box keeps its view's mask, flipped back
+    likewise. Masks must be at ``ori_shape`` (``rescale=True``, as ``test_step`` predicts) to share one shape;
+    predictions without masks merge as in DetTTAModel.
 
     Examples:
-        >>> custom_imports = dict(imports=['mmlavit', 'mmlavit.instance_tta'],
-        >>>                       allow_failed_imports=False)
-        >>> tta_model = dict(
-        >>>     type='mmlavit.InstanceSegTTAModel',
-        >>>     tta_cfg=dict(nms=dict(type='nms', iou_threshold=0.5),
-        >>>                  max_per_img=100))
+        >>> custom_imports = dict(imports=['mmlavit', 'mmlavit.instance_tta'], allow_failed_imports=False)
+        >>> tta_model = dict(type='mmlavit.InstanceSegTTAModel',
+        >>>                  tta_cfg=dict(nms=dict(type='nms', iou_threshold=0.5), max_per_img=100))
         >>> # tta_pipeline: as DetTTAModel's, e.g. mmdet's retinanet_tta.py.
     """
 
@@ -61,17 +49,12 @@ class InstanceSegTTAModel(DetTTAModel):
         """Merges the predictions of the views of one image into one prediction.
 
         Args:
-            data_samples (List[DetDataSample]): The views' predictions. Each
-                ``pred_instances`` has ``bboxes`` (n, 4), ``scores`` (n, ),
-                ``labels`` (n, ) and ``masks`` (n, H, W), (H, W) being
-                ``ori_shape``; ``metainfo`` has ``ori_shape``, ``flip`` and
-                ``flip_direction``.
+            data_samples (List[DetDataSample]): The views, ``pred_instances`` with ``bboxes`` (n, 4), ``scores``,
+                ``labels`` (n, ), ``masks`` (n, H, W); ``metainfo`` with ``ori_shape``, ``flip``, ``flip_direction``.
 
         Returns:
-            DetDataSample: The first view's sample with merged
-            ``pred_instances``: ``bboxes`` (k, 4), ``scores`` (k, ),
-            ``labels`` (k, ) and ``masks`` (k, H, W), k <= ``max_per_img``,
-            best score first.
+            DetDataSample: The first view's sample with merged ``pred_instances``: ``bboxes`` (k, 4), ``scores`` (k, ),
+            ``labels`` (k, ) and ``masks`` (k, H, W), k <= ``max_per_img``, best score first.
         """
         if 'masks' not in data_samples[0].pred_instances:
             return super()._merge_single_sample(data_samples)
@@ -98,14 +81,9 @@ class InstanceSegTTAModel(DetTTAModel):
 
     @staticmethod
     def _kept_masks(data_samples: List[DetDataSample], keep_idxs: Tensor) -> Tensor:
-        """The masks of the kept boxes, each flipped back as its view's boxes are.
+        """The masks (k, H, W) of the kept boxes, each flipped back as its view's boxes are.
 
-        Args:
-            data_samples (List[DetDataSample]): The views' predictions.
-            keep_idxs (Tensor): Indices (k, ) into the views' boxes concatenated.
-
-        Returns:
-            Tensor: Masks of shape (k, H, W), in the order of ``keep_idxs``.
+        ``keep_idxs`` (k, ) indexes the views' boxes concatenated; the masks follow its order.
         """
         view_sizes = torch.tensor([len(data_sample.pred_instances) for data_sample in data_samples],
                                   device=keep_idxs.device)

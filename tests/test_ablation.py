@@ -9,7 +9,7 @@ import pytest
 from mmlavit.cli import ablation
 from mmlavit.cli.cell_cues import own_cell_colour_share
 from mmlavit.cli.demo_data import make_coco_shapes
-from tool_calls import run_tool
+from tool_calls import call_tool, run_tool
 
 
 def test_variant_specs():
@@ -48,6 +48,7 @@ def shapes_root(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_ablation_trains_measures_and_reuses(shapes_root, tmp_path):
     args = ['tools/ablate.py', '--variants', 'lavit-t', 'pvtv2-b1', '--seeds', '0', '--iters', '2',
             '--data-root', shapes_root, '--work-dir', tmp_path / 'runs', '--out-dir', tmp_path / 'out']
@@ -74,12 +75,12 @@ def test_ablation_trains_measures_and_reuses(shapes_root, tmp_path):
     assert "mmlavit.DPLossHook" in config and 'randomness = dict(seed=0)' in config
     assert 'DPLossHook' not in (tmp_path / 'runs' / 'pvtv2-b1' / 'seed0' / 'config.py').read_text()
 
-    process = run_tool(*args)
+    process = call_tool(*args)
     assert process.returncode == 0, process.stderr[-3000:]
     assert 'lavit-t seed 0: reusing' in process.stdout and 'training in' not in process.stdout
 
     # Another schedule in the same work dir must not report the 2-iteration runs as its own.
-    process = run_tool(*[('3' if arg == '2' else arg) for arg in args])
+    process = call_tool(*[('3' if arg == '2' else arg) for arg in args])
     assert process.returncode == 1 and 'training in' not in process.stdout
     assert process.stderr.strip().splitlines()[-1] == (
         f"error: {tmp_path / 'runs' / 'lavit-t' / 'seed0'} holds a finished run of another config, backbone or "

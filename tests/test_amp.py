@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 
-from mmlavit import LaViT
+from mmlavit import LaViT, collect_dp_loss
 from mmlavit.cli.flops import build_backbone
 from mmlavit.models.attention import LessAttention, VanillaAttention
 
@@ -41,12 +41,13 @@ NARROW_S = dict(LaViT.arch_zoo['s'], embed_dims=[16, 32, 80, 128])
 def test_lavit_s_training_step_under_autocast_is_finite(dtype):
     model = LaViT(arch=NARROW_S, drop_path_rate=0.).train()
     x = torch.rand(1, 3, 112, 160)  # stages 1-3 hold the 7x7 cells: three stages of DP terms
-    model(x)
-    fp32_dp_loss = model.pop_dp_loss().detach()
+    with collect_dp_loss() as fp32_dp:
+        model(x)
+    fp32_dp_loss = fp32_dp.loss.detach()
     records = record_scores(model)
-    with torch.autocast('cpu', dtype=dtype):
+    with torch.autocast('cpu', dtype=dtype), collect_dp_loss() as dp:
         outs = model(x)
-        dp_loss = model.pop_dp_loss()
+        dp_loss = dp.loss
         loss = sum((out.float() ** 2).mean() for out in outs) + dp_loss
     loss.backward()
     assert all(scores.dtype == torch.float32 and torch.isfinite(scores).all() for scores in records)

@@ -14,7 +14,7 @@ from mmlavit.cli.flops import ATTENTION, build_backbone, count_flops
 from mmlavit.cli.steps import forward
 from mmlavit.models.attention import LessAttention, VanillaAttention
 from mmlavit.models.lavit import LaViT
-from tool_calls import run_tool
+from tool_calls import call_tool, run_tool
 
 DEMO_CONFIG = 'configs/demo/mask_rcnn_lavit_t_shapes.py'
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
@@ -28,10 +28,14 @@ def assert_png(path):
     assert path.stat().st_size > 5000, f'{path} looks empty'
 
 
+@pytest.mark.slow
 def test_benchmark_measures_and_writes(tmp_path):
+    """One run with --onnxruntime and --compile: the aot_eager backend traces forward and backward and runs them
+    as graphs without generating code, so that it takes about a minute (test_compile.py compiles LaViT with
+    inductor)."""
     process = run_tool('tools/benchmark.py', '--models', 'lavit-t', 'pvtv2-b1', '--sizes', '64x64', '--repeats',
-                       '1', '--warmup', '1', '--reference', 'lavit-t', '--onnxruntime', '--out-dir', tmp_path,
-                       env=ONE_THREAD)
+                       '1', '--warmup', '1', '--reference', 'lavit-t', '--onnxruntime', '--compile',
+                       '--compile-backend', 'aot_eager', '--out-dir', tmp_path, env=ONE_THREAD)
     assert process.returncode == 0, process.stderr[-3000:]
     assert 'Ratios against lavit-t' in process.stdout and '| pvtv2-b1 |' in process.stdout
     assert '| lavit-t | 64x64 |' in process.stdout.split('ONNX Runtime (CPU) beside PyTorch')[1]
@@ -69,30 +73,20 @@ def test_benchmark_measures_and_writes(tmp_path):
     assert_png(tmp_path / 'benchmark.png')
     assert_png(tmp_path / 'layers.png')
 
-
-def test_benchmark_compiled_beside_eager(tmp_path):
-    """--compile with the aot_eager backend (forward and backward traced and run as graphs, no code generated,
-    so that it takes about a minute; test_compile.py compiles LaViT with inductor)."""
-    process = run_tool('tools/benchmark.py', '--models', 'lavit-t', 'mit-b1', '--sizes', '64x64', '--repeats', '1',
-                       '--warmup', '1', '--reference', 'lavit-t', '--compile', '--compile-backend', 'aot_eager',
-                       '--out-dir', tmp_path, env=ONE_THREAD)
-    assert process.returncode == 0, process.stderr[-3000:]
+    # Compiled beside eager, in the same rounds.
     table = process.stdout.split('### torch.compile beside eager')[1]
-    assert '| lavit-t | 64x64 | forward |' in table and '| mit-b1 | 64x64 | fwd+bwd |' in table
-    report = json.loads((tmp_path / 'benchmark.json').read_text())
-    assert "dynamic=False, backend='aot_eager'" in report['conditions']['compile']
-    rows, ratios = report['results']['64x64'], report['compiled_ratios']['64x64']
+    assert '| lavit-t | 64x64 | forward |' in table and '| pvtv2-b1 | 64x64 | fwd+bwd |' in table
+    assert "dynamic=False, backend='aot_eager'" in conditions['compile']
+    compiled_ratios = report['compiled_ratios']['64x64']
     for name, row in rows.items():
         compiled = row['compiled']
         for step in ('fwd', 'fwd_bwd'):
             assert compiled[f'{step}_error'] is None
             assert compiled[f'{step}_compile_s'] > 0 and len(compiled[f'{step}_samples_ms']) == 1
             assert compiled[f'{step}_ms'] == min(compiled[f'{step}_samples_ms']) > 0
-            assert ratios[name][f'{step}_ms'] == pytest.approx(compiled[f'{step}_ms'] / row[f'{step}_ms'])
-            assert ratios[name][f'{step}_ms_vs_reference'] == pytest.approx(
+            assert compiled_ratios[name][f'{step}_ms'] == pytest.approx(compiled[f'{step}_ms'] / row[f'{step}_ms'])
+            assert compiled_ratios[name][f'{step}_ms_vs_reference'] == pytest.approx(
                 compiled[f'{step}_ms'] / rows['lavit-t']['compiled'][f'{step}_ms'])
-        # The eager figures are still there, from the same rounds.
-        assert len(row['fwd_samples_ms']) == len(row['fwd_bwd_samples_ms']) == 1
 
 
 def test_benchmark_reports_a_model_that_does_not_compile():
@@ -123,6 +117,7 @@ def test_benchmark_reports_a_model_that_does_not_compile():
     assert any(line.startswith('| lavit-t | 4 | fwd+bwd |') and line.endswith('| 1.00 |') for line in lines)
 
 
+@pytest.mark.slow
 def test_analyze_attention_pictures_and_saturation(tmp_path):
     image, _ = draw_shapes(np.random.default_rng(0), 96, 3)
     cv2.imwrite(str(tmp_path / 'shapes.png'), image)
@@ -211,7 +206,7 @@ def test_attention_products_of_a_swin_window_layer():
 
 
 def test_get_flops_prints_both_counts():
-    process = run_tool('tools/get_flops.py', '--models', 'lavit-t', 'pvtv2-b1', env=ONE_THREAD)
+    process = call_tool('tools/get_flops.py', '--models', 'lavit-t', 'pvtv2-b1')
     assert process.returncode == 0, process.stderr[-3000:]
     assert '| model | params (M) | GFLOPs | GFLOPs without attention products | attention products |' in process.stdout
     for name in ('lavit-t', 'pvtv2-b1'):

@@ -1,10 +1,14 @@
 """The LaViT backbone as docs/design.md describes it: shapes, layers, LA transforms, residual, DP loss, options."""
+import json
+import warnings
+from pathlib import Path
+
 import pytest
 import torch
 
-from mmlavit import LaViT
+from mmlavit import LaViT, collect_dp_loss
 from mmlavit.models import lavit as lavit_module
-from mmlavit.models.attention import LessAttention, VanillaAttention
+from mmlavit.models.attention import AttentionResidual, LessAttention, VanillaAttention
 from mmlavit.models.diagonality import cell_attention, diagonal_loss, symmetry_loss
 from mmlavit.models.errors import LaViTConfigError
 
@@ -26,9 +30,10 @@ def expected_shapes(model, height, width, batch=1):
     ('t', (255, 255)), ('t', (112, 137)), ('t', (33, 47)), ('s', (33, 47)),
 ])
 def test_output_shapes_and_strides(arch, size):
-    model = LaViT(arch=arch).eval()
-    with torch.no_grad():
-        outs = model(torch.rand(1, 3, *size))
+    """On the meta device: the shapes of the CPU computation, without its arithmetic."""
+    with torch.device('meta'):
+        model = LaViT(arch=arch).eval()
+        outs = model(torch.empty(1, 3, *size))
     assert isinstance(outs, tuple)
     assert [tuple(out.shape) for out in outs] == expected_shapes(model, *size)
 
@@ -229,27 +234,30 @@ def test_attn_residual_false_removes_the_path():
 
 def test_dp_loss_grad_reaches_theta_and_psi():
     model = LaViT(arch='t', drop_path_rate=0.).train()
-    model(torch.rand(1, 3, 224, 224))  # every stage's grid (56 ... 7) holds the 7x7 cells
-    dp_loss = model.pop_dp_loss()
-    assert dp_loss.dim() == 0 and torch.isfinite(dp_loss)
-    dp_loss.backward()
+    with collect_dp_loss() as dp:
+        model(torch.rand(1, 3, 224, 224))  # every stage's grid (56 ... 7) holds the 7x7 cells
+    assert dp.loss.dim() == 0 and torch.isfinite(dp.loss)
+    dp.loss.backward()
     for module in model.modules():
         if isinstance(module, LessAttention):
             assert module.theta_weight.grad.abs().sum() > 0
             assert module.psi_weight.grad.abs().sum() > 0
-    assert model.pop_dp_loss() is None  # handed over once
+    with pytest.warns(UserWarning, match='no DP loss collection is open'):
+        model(torch.rand(1, 3, 64, 64))
+    assert len(dp.losses) == 1  # a closed collection takes nothing more
 
 
 def captured_dp_terms(model, x):
-    """The DP loss held after a training forward, and each LA layer's (grid, L_sym + L_diag) recomputed."""
+    """The DP loss a training forward adds to the collection, and each LA layer's (grid, L_sym + L_diag) recomputed."""
     captured = []
     for stage in model.stages:
         for layer in stage.layers:
             if layer.less_attention:
                 layer.attn.register_forward_hook(
                     lambda module, args, out: captured.append((tuple(args[0].shape[1:3]), out[2])))
-    model(x)
-    held = model.pop_dp_loss()
+    with collect_dp_loss() as dp:
+        model(x)
+    held = dp.loss
     terms = [(hw, symmetry_loss(cells) + diagonal_loss(cells, model.dp_diagonal))
              for hw, attn in captured for cells in [cell_attention(attn.float(), hw, model.pool_size)]]
     return held, terms
@@ -287,14 +295,14 @@ def test_dp_loss_is_zero_when_no_grid_holds_the_cells():
 def test_dp_loss_weight():
     x = torch.rand(1, 3, 64, 64)
     model = LaViT(arch='t', drop_path_rate=0.).train()
-    model(x)
-    weighted = model.pop_dp_loss()
-    model.dp_weight = 1.0
-    model(x)
-    assert torch.allclose(weighted, 0.1 * model.pop_dp_loss())
-    model.dp_weight = 0.
-    model(x)
-    assert model.pop_dp_loss() is None
+    losses = []
+    for dp_weight in (0.1, 1.0, 0.):
+        model.dp_weight = dp_weight
+        with collect_dp_loss() as dp:
+            model(x)
+        losses.append(dp.loss)
+    assert torch.allclose(losses[0], 0.1 * losses[1])
+    assert losses[2] is None
 
 
 def test_nothing_extra_in_eval_mode(monkeypatch):
@@ -303,27 +311,30 @@ def test_nothing_extra_in_eval_mode(monkeypatch):
     monkeypatch.setattr(lavit_module, 'layer_dp_terms', lambda *a: calls.append(1) or original(*a))
     model = LaViT(arch='t')
     model.eval()
-    with torch.no_grad():
+    with collect_dp_loss() as dp, torch.no_grad():
         model(torch.rand(1, 3, 64, 64))
-    assert not calls and model.pop_dp_loss() is None
+    assert not calls and dp.loss is None
     model.train()
-    model(torch.rand(1, 3, 64, 64))
+    with collect_dp_loss() as dp:
+        model(torch.rand(1, 3, 64, 64))
     la_layers = sum(layer.less_attention for stage in model.stages for layer in stage.layers)
-    assert la_layers == 3 and len(calls) == la_layers and model.pop_dp_loss() is not None
+    assert la_layers == 3 and len(calls) == la_layers and dp.loss is not None
 
 
-def test_unconsumed_dp_loss_warns_once_and_is_dropped():
+def test_without_a_collection_the_dp_loss_is_skipped_with_one_warning(monkeypatch):
+    """Nothing would train it: no LA layer computes a term, no state is kept, Python warns once per process."""
+    calls = []
+    original = lavit_module.layer_dp_terms
+    monkeypatch.setattr(lavit_module, 'layer_dp_terms', lambda *a: calls.append(1) or original(*a))
     model = LaViT(arch='t').train()
-    x = torch.rand(1, 3, 64, 64)
-    model(x)
-    with pytest.warns(UserWarning, match='nothing consumed'):
-        model(x)
-    held = model._dp_loss
-    import warnings
-    with warnings.catch_warnings():
-        warnings.simplefilter('error')
-        model(x)  # no second warning
-    assert model._dp_loss is not held
+    state = set(vars(model))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('default')
+        for _ in range(3):
+            model(torch.rand(1, 3, 64, 64))
+    assert [str(warning.message) for warning in caught] == [str(caught[0].message)]
+    assert 'no DP loss collection is open' in str(caught[0].message) and 'mmlavit.DPLossHook' in str(caught[0].message)
+    assert not calls and set(vars(model)) == state
 
 
 def test_with_cp_same_outputs_and_gradients():
@@ -334,8 +345,9 @@ def test_with_cp_same_outputs_and_gradients():
     x = torch.rand(2, 3, 64, 80)
     results = []
     for model in (plain, checkpointed):
-        outs = model(x)
-        dp_loss = model.pop_dp_loss()
+        with collect_dp_loss() as dp:
+            outs = model(x)
+        dp_loss = dp.loss
         # Summed, not averaged: mean-sized gradients would sit below assert_close's tolerance.
         (sum((out ** 2).sum() for out in outs) + dp_loss).backward()
         grads = {name: param.grad.clone() for name, param in model.named_parameters()}
@@ -361,10 +373,10 @@ def test_frozen_stages():
     for module in (model.stages[2], model.stages[3]):
         assert all(p.requires_grad for p in module.parameters())
         assert all(m.training for m in module.modules())
-    outs = model(torch.rand(1, 3, 64, 64))
+    with collect_dp_loss():
+        outs = model(torch.rand(1, 3, 64, 64))
     sum(out.sum() for out in outs).backward()
     assert all(p.grad is None for p in model.stages[1].parameters())
-    model.pop_dp_loss()
 
 
 def test_frozen_stages_take_effect_when_built():
@@ -394,7 +406,57 @@ def test_norm_eval_puts_batchnorm_in_eval():
 def test_every_parameter_gets_gradient(out_indices):
     """What DDP without find_unused_parameters needs, for every out_indices the configs use."""
     model = LaViT(arch='t', out_indices=out_indices, drop_path_rate=0.).train()
-    outs = model(torch.rand(1, 3, 64, 64))
-    (sum(out.mean() for out in outs) + model.pop_dp_loss()).backward()
+    with collect_dp_loss() as dp:
+        outs = model(torch.rand(1, 3, 64, 64))
+    (sum(out.mean() for out in outs) + dp.loss).backward()
     unused = [name for name, param in model.named_parameters() if param.grad is None]
     assert not unused
+
+
+def reduce_for_reference(tensor, seed):
+    """[sum, L2 norm, projection on a seeded random tensor] in float64: a change to any value moves the last."""
+    tensor = tensor.detach().double()
+    weights = torch.randn(tensor.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return [tensor.sum().item(), tensor.norm().item(), (tensor * weights).sum().item()]
+
+
+def test_outputs_dp_loss_and_gradients_match_the_reference():
+    """A LaViT-T with fixed weights (LA transforms and attention residual away from their starts) in training.
+
+    tests/data/lavit_t_reference.json holds, for this model and input, each
+    output, the DP loss with its parts and every parameter's gradient (of a
+    random projection of the outputs plus 100 times the DP loss), each reduced
+    as :func:`reduce_for_reference` does: any change to LaViT's arithmetic
+    or to what the DP loss collects shows here.
+    """
+    reference = json.loads((Path(__file__).parent / 'data' / 'lavit_t_reference.json').read_text())
+    torch.manual_seed(0)
+    model = LaViT(arch='t', drop_path_rate=0.)
+    model.init_weights()
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (LessAttention, AttentionResidual)):
+                for param in module.parameters():
+                    param.add_(0.1 * torch.randn(param.shape, generator=generator))
+    model.train()
+    with collect_dp_loss() as dp:
+        outs = model(torch.rand(2, 3, 160, 224, generator=torch.Generator().manual_seed(2)))
+    loss = sum((out * torch.randn(out.shape, generator=torch.Generator().manual_seed(3 + index))).sum()
+               for index, out in enumerate(outs)) + 100 * dp.loss
+    loss.backward()
+
+    def check(values, expected, what):
+        # The sum of a LayerNorm-ed map is near 0: tolerances relative to the norm.
+        torch.testing.assert_close(torch.tensor(values), torch.tensor(expected), rtol=1e-4,
+                                   atol=1e-5 * expected[1] + 1e-12, msg=what)
+
+    for index, out in enumerate(outs):
+        check(reduce_for_reference(out, 10 + index), reference['outputs'][index], f'output {index}')
+    terms = dp.logged_terms()
+    assert [dp.loss.item(), terms['dp_sym'].item(), terms['dp_diag'].item()] == pytest.approx(
+        [reference['dp_loss'], reference['dp_sym'], reference['dp_diag']], rel=1e-4)
+    names = [name for name, _ in model.named_parameters()]
+    assert names == list(reference['grads'])
+    for index, (name, param) in enumerate(model.named_parameters()):
+        check(reduce_for_reference(param.grad, 100 + index), reference['grads'][name], name)

@@ -9,9 +9,11 @@ import torchvision
 
 from log_capture import LogCapture
 from mmlavit import LaViT
+from mmlavit.cli.checkpoint_fit import check_checkpoint_fits, describe_checkpoint
 from mmlavit.cli.runner import build_model
-from mmlavit.utils import CheckpointMismatchError, check_checkpoint_fits, describe_checkpoint, load_backbone_state_dict
-from tool_calls import run_tool
+from mmlavit.models.pretrained import load_backbone_state_dict
+from mmlavit.utils.checkpoint import CheckpointMismatchError
+from tool_calls import call_tool, run_tool
 
 DET_CONFIG = 'configs/demo/mask_rcnn_lavit_t_shapes.py'
 # LaViT-T's depths with other widths (each stage's heads still divide its channels).
@@ -153,7 +155,7 @@ def test_describe_a_classifier_checkpoint():
 def test_convert_backbone_only_checkpoint(tmp_path, prefix_option):
     source = LaViT(arch='t').state_dict()
     src, dst = save(source, tmp_path / 'backbone.pth'), tmp_path / 'converted.pth'
-    process = run_tool('tools/convert_checkpoint.py', src, dst, *prefix_option)
+    process = call_tool('tools/convert_checkpoint.py', src, dst, *prefix_option)
     assert process.returncode == 0, process.stderr[-3000:]
     assert re.search(rf'kept {len(source)} tensors \([\d.]+M values\), no prefix to strip', process.stdout)
     assert "matches LaViT arch='t' exactly" in process.stdout and 'dropped 0 other weights: none' in process.stdout
@@ -172,15 +174,17 @@ def test_convert_refuses_a_checkpoint_without_lavit(tmp_path, prefix_option, err
     src = save(torchvision.models.resnet18().state_dict(), tmp_path / 'resnet18.pth')
     dst = tmp_path / 'converted.pth'
     dst.write_bytes(b'an earlier conversion')
-    process = run_tool('tools/convert_checkpoint.py', src, dst, *prefix_option)
+    process = call_tool('tools/convert_checkpoint.py', src, dst, *prefix_option)
     assert process.returncode == 1 and error.format(src=src) in process.stderr, process.stderr[-3000:]
     assert dst.read_bytes() == b'an earlier conversion'
 
 
+@pytest.mark.slow
 def test_convert_writes_a_custom_arch_only_when_allowed(tmp_path):
+    """As the user runs it, as a process: the tool's process test."""
     source = LaViT(arch=NARROW_T).state_dict()
     src, dst = save(with_prefix('backbone.', source), tmp_path / 'narrow.pth'), tmp_path / 'converted.pth'
-    refused = run_tool('tools/convert_checkpoint.py', src, dst)
+    refused = call_tool('tools/convert_checkpoint.py', src, dst)
     assert refused.returncode == 1 and not dst.exists()
     assert 'Nothing was written; to convert the weights of a custom arch, pass --allow-custom-arch.' in refused.stderr
     allowed = run_tool('tools/convert_checkpoint.py', src, dst, '--allow-custom-arch')

@@ -26,39 +26,26 @@ from mmengine.logging import HistoryBuffer
 from mmengine.runner import checkpoint as mmengine_checkpoint
 from mmengine.runner.checkpoint import CheckpointLoader
 
+from conftest import det_options, succeeded
 from mmlavit import LaViT
-from mmlavit.cli.demo_data import make_ade_shapes, make_coco_shapes, make_imagenet_shapes
 from mmlavit.cli.tool_process import REPO
-from mmlavit.utils import (
+from mmlavit.utils.checkpoint import (
+    SAFE_GLOBALS,
     TRUST_ENV,
     IncompleteCheckpointError,
     UntrustedCheckpointError,
-    load_from_local,
+    load_url,
     register_safe_checkpoint_loaders,
-    unsafe_globals,
 )
-from mmlavit.utils.remote_checkpoint import SAFE_LOADERS
-from tool_calls import run_tool
+from tool_calls import call_tool, run_tool
 
 DET_CONFIG = 'configs/demo/mask_rcnn_lavit_t_shapes.py'
-
-
-def det_options(data_root, max_epochs):
-    """Tiny Mask R-CNN runs: 8 images in batches of 4, a checkpoint and log line for every epoch and iteration."""
-    return ['--cfg-options', f'data_root={data_root}', f'train_cfg.max_epochs={max_epochs}',
-            'default_hooks.checkpoint.interval=1', 'default_hooks.logger.interval=1']
 
 
 def start_tool(*args, stdout=subprocess.PIPE):
     """tools/<script> in its own interpreter, not waited for; stderr goes with stdout."""
     return subprocess.Popen([sys.executable, *map(str, args)], cwd=REPO, stdout=stdout, stderr=subprocess.STDOUT,
                             text=True, env=dict(os.environ, PYTHONUNBUFFERED='1'))
-
-
-def check_succeeds(process):
-    """Waits for a :func:`start_tool` process and checks that it succeeded."""
-    output, _ = process.communicate(timeout=600)
-    assert process.returncode == 0, output[-3000:]
 
 
 def load(path):
@@ -73,24 +60,18 @@ def cut_in_half(source, destination):
 
 
 @pytest.fixture(scope='module')
-def coco(tmp_path_factory):
-    root = tmp_path_factory.mktemp('shapes_coco')
-    make_coco_shapes(str(root), num_train=8, num_val=4, seed=1)
-    return str(root) + '/'
-
-
-@pytest.fixture(scope='module')
-def interrupted_run(coco, tmp_path_factory):
-    """The work dir of tools/train.py killed with SIGKILL during epoch 3 (after epoch 2's checkpoint)."""
+def interrupted_run(coco_shapes, tmp_path_factory):
+    """The work dir of tools/train.py killed with SIGKILL during epoch 2 (after epoch 1's checkpoint)."""
     work_dir = tmp_path_factory.mktemp('interrupted')
     log_path = work_dir / 'stdout.log'
     deadline = time.monotonic() + 400
     with open(log_path, 'w') as log:
-        process = start_tool('tools/train.py', DET_CONFIG, '--work-dir', work_dir, *det_options(coco, 4), stdout=log)
+        process = start_tool('tools/train.py', DET_CONFIG, '--work-dir', work_dir, *det_options(coco_shapes, 3),
+                             stdout=log)
         try:
-            while 'Epoch(train) [3][1/2]' not in log_path.read_text():
+            while 'Epoch(train) [2][1/2]' not in log_path.read_text():
                 assert process.poll() is None, log_path.read_text()[-3000:]
-                assert time.monotonic() < deadline, 'epoch 3 did not start in time'
+                assert time.monotonic() < deadline, 'epoch 2 did not start in time'
                 time.sleep(0.1)
         finally:
             process.send_signal(signal.SIGKILL)
@@ -99,58 +80,51 @@ def interrupted_run(coco, tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def framework_checkpoints(request, tmp_path_factory):
-    """A checkpoint tools/train.py wrote with each framework (mmseg's and mmpretrain's while mmdet's trains)."""
-    root = tmp_path_factory.mktemp('frameworks')
-    ade = make_ade_shapes(str(root / 'ade' / 'ADEChallengeData2016'), num_train=8, num_val=2, seed=1)
-    imagenet = make_imagenet_shapes(str(root / 'imagenet'), num_train=8, num_val=2, seed=1)
-    seg = start_tool('tools/train.py', 'configs/demo/upernet_lavit_t_shapes_ade.py', '--work-dir', root / 'seg',
-                     '--cfg-options', f'data_root={ade}', 'train_cfg.max_iters=1', 'train_cfg.val_interval=1',
-                     'default_hooks.checkpoint.interval=1')
-    cls = start_tool('tools/train.py', 'configs/demo/lavit_t_shapes_imagenet.py', '--work-dir', root / 'cls',
-                     '--cfg-options', f'data_root={imagenet}', 'train_cfg.max_epochs=2', 'train_cfg.val_interval=2',
-                     'default_hooks.checkpoint.interval=2')
-    det_work_dir = request.getfixturevalue('interrupted_run')
-    check_succeeds(seg)
-    check_succeeds(cls)
-    return {'mmdet': det_work_dir / 'epoch_2.pth', 'mmseg': root / 'seg' / 'iter_1.pth',
-            'mmpretrain': root / 'cls' / 'epoch_2.pth'}
+def framework_checkpoints(det_run, seg_run, cls_run):
+    """A checkpoint tools/train.py wrote with each framework."""
+    return {'mmdet': det_run.work_dir / 'epoch_2.pth', 'mmseg': seg_run[0] / 'iter_4.pth',
+            'mmpretrain': cls_run[0] / 'epoch_2.pth'}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('framework', ['mmdet', 'mmseg', 'mmpretrain'])
 def test_real_checkpoints_need_nothing_beyond_the_allowlist(framework_checkpoints, framework):
     path = framework_checkpoints[framework]
-    assert unsafe_globals(str(path)) == []
+    with torch.serialization.safe_globals(SAFE_GLOBALS):
+        assert torch.serialization.get_unsafe_globals_in_checkpoint(path) == []
     with pytest.raises(pickle.UnpicklingError, match='Weights only load failed'):
         torch.load(path)  # torch's default elsewhere in the process stays as strict as ever
-    allowed_before = torch.serialization.get_safe_globals()
+    allowed_before = set(torch.serialization.get_safe_globals())
     checkpoint = load(path)
-    assert torch.serialization.get_safe_globals() == allowed_before
+    assert set(torch.serialization.get_safe_globals()) == allowed_before
     loss = checkpoint['message_hub']['log_scalars']['train/loss']
     assert isinstance(loss, HistoryBuffer) and np.isfinite(loss.mean())
     assert checkpoint['meta']['dataset_meta']['classes'] and checkpoint['optimizer']['state']
 
 
 def test_every_scheme_of_mmengine_loads_safely():
+    """Every scheme's loader is mmengine's own, wrapped (a scheme a newer mmengine adds is wrapped too), and
+    mmengine's downloads go through mmlavit's load_url."""
     schemes = dict(CheckpointLoader._schemes)
-    assert schemes.pop('') is load_from_local
-    assert schemes['http://'] is SAFE_LOADERS[mmengine_checkpoint.load_from_http]
-    # A scheme a newer mmengine adds fails here until it has a safe loader.
-    assert all(loader.__module__ == 'mmlavit.utils.remote_checkpoint' for loader in schemes.values())
+    assert {'', 'http://', 'https://', 'torchvision://', 'open-mmlab://', 'mmcls://', 'pavi://'} <= set(schemes)
+    for loader in schemes.values():
+        assert loader.loads_safely and loader.__wrapped__ is getattr(mmengine_checkpoint, loader.__name__)
+    assert mmengine_checkpoint.load_url is load_url
 
 
 def test_loaders_that_other_code_registered_stay():
     def load_from_elsewhere(filename, map_location):
         return {}
 
+    safe_loaders = dict(CheckpointLoader._schemes)
     CheckpointLoader.register_scheme(prefixes=['', 'https://'], loader=load_from_elsewhere, force=True)
     try:
         register_safe_checkpoint_loaders()
         assert CheckpointLoader._schemes[''] is CheckpointLoader._schemes['https://'] is load_from_elsewhere
+        assert CheckpointLoader._schemes['http://'] is safe_loaders['http://']  # wrapped once only
     finally:
-        CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)
-        CheckpointLoader.register_scheme(prefixes='https://', loader=SAFE_LOADERS[mmengine_checkpoint.load_from_http],
-                                         force=True)
+        CheckpointLoader._schemes.clear()
+        CheckpointLoader._schemes.update(safe_loaders)
 
 
 class Numpy1Pickler(pickle._Pickler):
@@ -297,20 +271,30 @@ TOOLS_THAT_LOAD = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('tool,payload', [(tool, name) for tool in TOOLS_THAT_LOAD for name in ('path', 'url')
                                           if (tool, name) != ('train_resume', 'url')], indirect=['payload'])
-def test_payload_refused_by_tool(payload, coco, tmp_path, tool):
+def test_payload_refused_by_tool(payload, coco_shapes, tmp_path, tool):
     path, marker = payload
-    process = run_tool(*TOOLS_THAT_LOAD[tool](path, coco, tmp_path / 'out'))
+    process = call_tool(*TOOLS_THAT_LOAD[tool](path, coco_shapes, tmp_path / 'out'))
     assert process.returncode == 1, process.stdout[-2000:] + process.stderr[-2000:]
     assert refusal(path) in process.stderr and f'{TRUST_ENV}={path}' in process.stderr
     assert 'Traceback' not in process.stderr
     assert not marker.exists()
 
 
-def test_infer_draws_with_a_checkpoint_that_training_wrote(coco, interrupted_run, tmp_path):
-    process = run_tool('tools/infer.py', f'{coco}val2017/000001.jpg', DET_CONFIG, interrupted_run / 'epoch_2.pth',
-                       '--out', tmp_path, '--score-thr', '0')
+@pytest.mark.slow
+def test_payload_refused_by_the_test_tool_as_a_process(payload_file, coco_shapes, tmp_path):
+    path, marker = payload_file
+    process = run_tool(*TOOLS_THAT_LOAD['test'](path, coco_shapes, tmp_path / 'out'))
+    assert process.returncode == 1 and refusal(path) in process.stderr and 'Traceback' not in process.stderr
+    assert not marker.exists()
+
+
+@pytest.mark.slow
+def test_infer_draws_with_a_checkpoint_that_training_wrote(coco_shapes, det_run, tmp_path):
+    process = call_tool('tools/infer.py', f'{coco_shapes}val2017/000001.jpg', DET_CONFIG,
+                        det_run.work_dir / 'epoch_2.pth', '--out', tmp_path, '--score-thr', '0')
     assert process.returncode == 0, process.stderr[-3000:]
     assert re.search(r'\d+ detections with score >= 0.0 drawn into', process.stdout)
     assert (tmp_path / '000001.jpg').is_file()
@@ -323,65 +307,71 @@ def test_payload_loads_when_trusted(payload, monkeypatch):
     assert marker.exists() and torch.equal(checkpoint['state_dict']['w'], torch.ones(1))
 
 
-def test_run_killed_between_checkpoints_resumes_at_the_last_one(coco, interrupted_run):
+@pytest.mark.slow
+def test_run_killed_between_checkpoints_resumes_at_the_last_one(coco_shapes, interrupted_run):
     work_dir = interrupted_run
-    assert not (work_dir / 'epoch_3.pth').exists()
-    assert (work_dir / 'last_checkpoint').read_text().strip() == str(work_dir / 'epoch_2.pth')
-    process = run_tool('tools/train.py', DET_CONFIG, '--work-dir', work_dir, '--resume', *det_options(coco, 3))
-    log = process.stdout + process.stderr
-    assert process.returncode == 0, log[-3000:]
-    assert 'resumed epoch: 2, iter: 4' in log and 'Epoch(train) [2]' not in log
-    before, after = load(work_dir / 'epoch_2.pth'), load(work_dir / 'epoch_3.pth')
-    assert after['meta']['iter'] == 6
-    assert {float(state['step']) for state in after['optimizer']['state'].values()} == {6.0}
+    assert not (work_dir / 'epoch_2.pth').exists()
+    assert (work_dir / 'last_checkpoint').read_text().strip() == str(work_dir / 'epoch_1.pth')
+    log = succeeded(call_tool('tools/train.py', DET_CONFIG, '--work-dir', work_dir, '--resume',
+                              *det_options(coco_shapes, 2)))
+    assert 'resumed epoch: 1, iter: 2' in log and 'Epoch(train) [1]' not in log
+    before, after = load(work_dir / 'epoch_1.pth'), load(work_dir / 'epoch_2.pth')
+    assert after['meta']['iter'] == 4
+    assert {float(state['step']) for state in after['optimizer']['state'].values()} == {4.0}
     # LinearLR steps every iteration, MultiStepLR every epoch: two more of one, one more of the other.
-    assert [scheduler['last_step'] for scheduler in before['param_schedulers']] == [4, 2]
-    assert [scheduler['last_step'] for scheduler in after['param_schedulers']] == [6, 3]
+    assert [scheduler['last_step'] for scheduler in before['param_schedulers']] == [2, 1]
+    assert [scheduler['last_step'] for scheduler in after['param_schedulers']] == [4, 2]
 
 
 def incomplete(path):
     return f'checkpoint {path} is incomplete'
 
 
-def test_incomplete_checkpoint_in_tools_test(coco, interrupted_run, tmp_path):
-    path = cut_in_half(interrupted_run / 'epoch_1.pth', tmp_path / 'epoch_1.pth')
-    process = run_tool('tools/test.py', DET_CONFIG, path, '--work-dir', tmp_path, '--cfg-options',
-                       f'data_root={coco}')
+@pytest.mark.slow
+def test_incomplete_checkpoint_in_tools_test(coco_shapes, det_run, tmp_path):
+    path = cut_in_half(det_run.work_dir / 'epoch_1.pth', tmp_path / 'epoch_1.pth')
+    process = call_tool('tools/test.py', DET_CONFIG, path, '--work-dir', tmp_path, '--cfg-options',
+                        f'data_root={coco_shapes}')
     assert process.returncode == 1 and incomplete(path) in process.stderr
     assert 'Traceback' not in process.stderr
 
 
-def test_incomplete_checkpoint_given_to_resume(coco, interrupted_run, tmp_path):
-    path = cut_in_half(interrupted_run / 'epoch_1.pth', tmp_path / 'epoch_1.pth')
-    process = run_tool('tools/train.py', DET_CONFIG, '--work-dir', tmp_path / 'work', '--resume', path,
-                       *det_options(coco, 2))
+@pytest.mark.slow
+def test_incomplete_checkpoint_given_to_resume(coco_shapes, det_run, tmp_path):
+    path = cut_in_half(det_run.work_dir / 'epoch_1.pth', tmp_path / 'epoch_1.pth')
+    process = call_tool('tools/train.py', DET_CONFIG, '--work-dir', tmp_path / 'work', '--resume', path,
+                        *det_options(coco_shapes, 2))
     assert process.returncode == 1 and incomplete(path) in process.stderr
     assert 'Traceback' not in process.stderr
 
 
-def test_incomplete_checkpoint_in_init_cfg(interrupted_run, tmp_path):
-    path = cut_in_half(interrupted_run / 'epoch_1.pth', tmp_path / 'epoch_1.pth')
+@pytest.mark.slow
+def test_incomplete_checkpoint_in_init_cfg(det_run, tmp_path):
+    path = cut_in_half(det_run.work_dir / 'epoch_1.pth', tmp_path / 'epoch_1.pth')
     backbone = LaViT(arch='t', init_cfg=dict(type='Pretrained', checkpoint=str(path), prefix='backbone.'))
     with pytest.raises(IncompleteCheckpointError, match=re.escape(incomplete(path))):
         backbone.init_weights()
 
 
-def test_resume_names_the_previous_checkpoint_when_the_latest_is_incomplete(coco, interrupted_run, tmp_path):
+@pytest.mark.slow
+def test_resume_names_the_previous_checkpoint_when_the_latest_is_incomplete(coco_shapes, det_run, tmp_path):
     work_dir = tmp_path / 'work'
     work_dir.mkdir()
-    complete = shutil.copy2(interrupted_run / 'epoch_1.pth', work_dir)
-    latest = cut_in_half(interrupted_run / 'epoch_2.pth', work_dir / 'epoch_2.pth')
+    complete = shutil.copy2(det_run.work_dir / 'epoch_1.pth', work_dir)
+    latest = cut_in_half(det_run.work_dir / 'epoch_2.pth', work_dir / 'epoch_2.pth')
     (work_dir / 'last_checkpoint').write_text(str(latest))
-    process = run_tool('tools/train.py', DET_CONFIG, '--work-dir', work_dir, '--resume', *det_options(coco, 3))
+    process = call_tool('tools/train.py', DET_CONFIG, '--work-dir', work_dir, '--resume',
+                        *det_options(coco_shapes, 3))
     assert process.returncode == 1 and incomplete(latest) in process.stderr
     assert f'--resume {complete}' in process.stderr and 'Traceback' not in process.stderr
 
 
-def test_undecodable_image_stops_training_with_its_name(tmp_path):
-    make_coco_shapes(str(tmp_path / 'coco'), num_train=8, num_val=4, seed=1)
+@pytest.mark.slow
+def test_undecodable_image_stops_training_with_its_name(coco_shapes, tmp_path):
+    shutil.copytree(coco_shapes, tmp_path / 'coco')
     image = tmp_path / 'coco' / 'train2017' / '000003.jpg'
     cut_in_half(image, image)
-    process = run_tool('tools/train.py', DET_CONFIG, '--work-dir', tmp_path / 'work',
-                       *det_options(f'{tmp_path}/coco/', 1))
+    process = call_tool('tools/train.py', DET_CONFIG, '--work-dir', tmp_path / 'work',
+                        *det_options(f'{tmp_path}/coco/', 1))
     assert process.returncode == 1
     assert f'error: image {image} cannot be decoded' in process.stderr and 'Traceback' not in process.stderr

@@ -13,9 +13,9 @@ from mmengine.config import Config
 from mmengine.registry import HOOKS, init_default_scope
 
 import mmlavit
-from mmlavit.cli.demo_data import make_coco_shapes
+from conftest import det_options, succeeded
 from mmlavit.cli.tool_process import REPO
-from tool_calls import run_tool
+from tool_calls import call_tool, run_tool
 
 DEMO_CONFIG = 'configs/demo/mask_rcnn_lavit_t_shapes.py'
 
@@ -35,8 +35,9 @@ def loss_step(model, with_mask):
     return packed, losses, total, log_vars
 
 
-@pytest.mark.parametrize('config,with_mask', [('configs/mask_rcnn_lavit_t_coco.py', True),
-                                              ('configs/retinanet_lavit_t_coco.py', False)])
+@pytest.mark.slow
+@pytest.mark.parametrize('config,with_mask', [('configs/mask-rcnn_lavit-t_fpn_1x_coco.py', True),
+                                              ('configs/retinanet_lavit-t_fpn_1x_coco.py', False)])
 def test_shipped_config_loss_predict_tensor(config, with_mask):
     cfg = Config.fromfile(os.path.join(REPO, config))
     model = build_detector(cfg)
@@ -53,18 +54,18 @@ def test_shipped_config_loss_predict_tensor(config, with_mask):
     assert theta.grad is not None and theta.grad.abs().sum() > 0
 
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), mmlavit.collect_dp_loss() as dp:
         data = model.data_preprocessor(packed, False)
         predictions = model(**data, mode='predict')
         features = model(**data, mode='tensor')
     assert len(predictions) == 2 and 'bboxes' in predictions[0].pred_instances
     assert with_mask == ('masks' in predictions[0].pred_instances)
     assert isinstance(features, tuple) and len(features) > 0
-    assert model.backbone.pop_dp_loss() is None  # nothing computed in eval mode
+    assert dp.loss is None  # nothing computed in eval mode
 
 
 def test_dp_weight_zero_removes_loss_dp():
-    cfg = Config.fromfile(os.path.join(REPO, 'configs/retinanet_lavit_t_coco.py'))
+    cfg = Config.fromfile(os.path.join(REPO, 'configs/retinanet_lavit-t_fpn_1x_coco.py'))
     cfg.model.backbone.dp_weight = 0.
     model = build_detector(cfg)
     mmlavit.attach_dp_loss(model)
@@ -100,49 +101,30 @@ def test_user_faster_rcnn_config_with_swapped_backbone(tmp_path):
     assert 'loss_dp' not in losses
 
 
-@pytest.fixture(scope='module')
-def shapes_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp('shapes_coco')
-    make_coco_shapes(str(root), num_train=8, num_val=4, seed=1)
-    return str(root) + '/'
+@pytest.mark.slow
+def test_train_resume_test(det_run, coco_shapes, tmp_path):
+    """tools/train.py for an epoch, then --resume for a second (the session's det_run), then tools/test.py."""
+    first, resumed = det_run.logs
+    # loss_dp, and its unweighted parts L_sym and L_diag, which show at the 6 decimals the DPLossHook asks for.
+    logged = re.search(r'Epoch\(train\) \[1\]\[2/2\].*loss_dp: .*dp_sym: (\S+)  dp_diag: (\S+)', first)
+    assert logged and float(logged[1]) > 0 and float(logged[2]) != 0, first[-3000:]
+    assert 'No pre-trained weights for LaViT, training starts from scratch' in first
 
-
-def tiny_run_options(shapes_root, max_epochs):
-    return ['--cfg-options', f'data_root={shapes_root}', f'train_cfg.max_epochs={max_epochs}',
-            'default_hooks.checkpoint.interval=1', 'default_hooks.logger.interval=1']
-
-
-def test_train_resume_test(shapes_root, tmp_path):
-    work_dir = str(tmp_path / 'work')
-    process = run_tool('tools/train.py', DEMO_CONFIG, '--work-dir', work_dir,
-                       *tiny_run_options(shapes_root, 1))
-    code, log = process.returncode, process.stdout + process.stderr
-    assert code == 0, log[-3000:]
-    # loss_dp, and its unweighted parts L_sym and L_diag in percent, which show at mmengine's 4 decimals.
-    logged = re.search(r'Epoch\(train\) \[1\]\[2/2\].*loss_dp: .*dp_sym: (\S+)  dp_diag: (\S+)', log)
-    assert logged and float(logged[1]) > 0 and float(logged[2]) != 0, log[-3000:]
-    assert 'No pre-trained weights for LaViT, training starts from scratch' in log
-
-    process = run_tool('tools/train.py', DEMO_CONFIG, '--work-dir', work_dir, '--resume',
-                       *tiny_run_options(shapes_root, 2))
-    code, log = process.returncode, process.stdout + process.stderr
-    assert code == 0, log[-3000:]
-    assert 'resumed epoch: 1, iter: 2' in log
-    assert 'Epoch(train) [1]' not in log and re.search(r'Epoch\(train\) \[2\]\[2/2\]', log)
-    checkpoint = torch.load(os.path.join(work_dir, 'epoch_2.pth'), map_location='cpu', weights_only=False)
+    assert 'resumed epoch: 1, iter: 2' in resumed
+    assert 'Epoch(train) [1]' not in resumed and re.search(r'Epoch\(train\) \[2\]\[2/2\]', resumed)
+    checkpoint = torch.load(det_run.work_dir / 'epoch_2.pth', map_location='cpu', weights_only=False)
     assert checkpoint['meta']['iter'] == 4
     adamw_steps = {float(state['step']) for state in checkpoint['optimizer']['state'].values()}
     assert adamw_steps == {4.0}  # two iterations before the resume, two after
 
-    process = run_tool('tools/test.py', DEMO_CONFIG, os.path.join(work_dir, 'epoch_2.pth'),
-                       '--work-dir', work_dir, '--cfg-options', f'data_root={shapes_root}')
-    code, log = process.returncode, process.stdout + process.stderr
-    assert code == 0, log[-3000:]
+    log = succeeded(call_tool('tools/test.py', DEMO_CONFIG, det_run.work_dir / 'epoch_2.pth', '--work-dir', tmp_path,
+                              '--cfg-options', f'data_root={coco_shapes}'))
     assert re.search(r'coco/bbox_mAP: [0-9.]+', log) and re.search(r'coco/segm_mAP: [0-9.]+', log)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('frozen_stages,with_cp', [(1, True), (4, False)])
-def test_two_process_cpu_ddp_trains_with_frozen_stages(shapes_root, tmp_path, frozen_stages, with_cp):
+def test_two_process_cpu_ddp_trains_with_frozen_stages(coco_shapes, tmp_path, frozen_stages, with_cp):
     """Fine-tuning as users do: DDP (gloo, 2 processes), a pretrained backbone, frozen stages.
 
     DDP registers the parameters that need gradients when mmengine's Runner wraps the model, before
@@ -155,17 +137,17 @@ def test_two_process_cpu_ddp_trains_with_frozen_stages(shapes_root, tmp_path, fr
     # 8 images, batch 4 per process: one iteration per epoch.
     result = subprocess.run(
         ['bash', 'tools/dist_train.sh', DEMO_CONFIG, '2', '--work-dir', str(tmp_path / 'ddp'),
-         *tiny_run_options(shapes_root, 3), f'model.backbone.frozen_stages={frozen_stages}',
+         *det_options(coco_shapes, 2), f'model.backbone.frozen_stages={frozen_stages}',
          f'model.backbone.with_cp={with_cp}', f'model.backbone.init_cfg.checkpoint={backbone_file}'],
         cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-3000:]
     assert 'Distributed launcher: pytorch' in log and 'Distributed training: True' in log
-    assert re.search(r'Epoch\(train\) \[3\]\[1/1\]', log), log[-3000:]
+    assert re.search(r'Epoch\(train\) \[2\]\[1/1\]', log), log[-3000:]
     if frozen_stages < 4:
         assert re.search(r'Epoch\(train\) \[1\]\[1/1\].*loss_dp: ', log), log[-3000:]
 
-    trained = torch.load(tmp_path / 'ddp' / 'epoch_3.pth', map_location='cpu', weights_only=False)['state_dict']
+    trained = torch.load(tmp_path / 'ddp' / 'epoch_2.pth', map_location='cpu', weights_only=False)['state_dict']
     frozen_prefixes = ('stages.0.downsample.', ) + tuple(f'stages.{index}.' for index in range(frozen_stages))
     for key, value in pretrained.items():
         is_frozen = key.startswith(frozen_prefixes)
@@ -177,14 +159,15 @@ def test_two_process_cpu_ddp_trains_with_frozen_stages(shapes_root, tmp_path, fr
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the machine without CUDA')
-def test_amp_without_cuda_says_what_it_needs(shapes_root, tmp_path):
-    process = run_tool('tools/train.py', DEMO_CONFIG, '--amp', '--work-dir', tmp_path,
-                       *tiny_run_options(shapes_root, 1))
+def test_amp_without_cuda_says_what_it_needs(coco_shapes, tmp_path):
+    process = call_tool('tools/train.py', DEMO_CONFIG, '--amp', '--work-dir', tmp_path, *det_options(coco_shapes, 1))
     assert process.returncode != 0
     assert '--amp needs a GPU' in process.stderr and 'Traceback' not in process.stderr
 
 
+@pytest.mark.slow
 def test_missing_coco_stops_with_a_clear_message(tmp_path):
+    """As the user runs it, from another directory: the tool's process test."""
     process = run_tool(os.path.join(REPO, 'tools/train.py'), os.path.join(REPO, 'configs/mask_rcnn_lavit_s_coco.py'),
                        cwd=str(tmp_path))
     code, log = process.returncode, process.stdout + process.stderr
@@ -192,7 +175,7 @@ def test_missing_coco_stops_with_a_clear_message(tmp_path):
     assert 'CocoDataset data not found: data/coco/annotations/instances_train2017.json does not exist' in log
     assert '--cfg-options data_root=' in log and 'Traceback' not in log
 
-    process = run_tool('tools/train.py', 'configs/mask_rcnn_lavit_s_coco.py', '--cfg-options',
-                       f'data_root={tmp_path}/elsewhere/')
+    process = call_tool('tools/train.py', 'configs/mask_rcnn_lavit_s_coco.py', '--cfg-options',
+                        f'data_root={tmp_path}/elsewhere/')
     code, log = process.returncode, process.stdout + process.stderr
     assert code != 0 and f'{tmp_path}/elsewhere/annotations/instances_train2017.json does not exist' in log

@@ -20,6 +20,8 @@ from mmlavit.cli.tool_process import REPO
 from test_checkpoint_safety import Payload, refusal
 from tool_calls import TOOL_TIMEOUT, run_tool
 
+pytestmark = pytest.mark.slow
+
 DET_CONFIG = str(REPO / 'configs/demo/mask_rcnn_lavit_t_shapes.py')
 SEG_CONFIG = str(REPO / 'configs/demo/upernet_lavit_t_shapes_ade.py')
 #: 8 images in batches of 4: an epoch of 2 iterations, logged and checkpointed.
@@ -50,14 +52,16 @@ def workspace(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def mmdet_checkpoint(workspace):
-    """mmdet's tools/train.py, 2 iterations: (process, checkpoint)."""
+    """``mim train mmdet``, which runs mmdet's tools/train.py, 2 iterations: (process, checkpoint)."""
     work_dir = workspace / 'mmdet_train'
-    process = run_tool(framework_tool('mmdet', 'train.py'), DET_CONFIG, '--work-dir', work_dir, *DET_TWO_ITERATIONS,
-                       cwd=workspace)
+    mim = shutil.which('mim', path=osp.dirname(sys.executable))
+    process = subprocess.run([mim, 'train', 'mmdet', DET_CONFIG, '--gpus', '0', '--work-dir', str(work_dir),
+                              *DET_TWO_ITERATIONS], cwd=workspace, capture_output=True, text=True,
+                             timeout=TOOL_TIMEOUT)
     return process, work_dir / 'epoch_1.pth'
 
 
-def test_mmdet_train_trains_loss_dp(mmdet_checkpoint):
+def test_mim_train_runs_mmdet_train_which_trains_loss_dp(mmdet_checkpoint):
     process, checkpoint = mmdet_checkpoint
     assert process.returncode == 0, output_of(process)[-3000:]
     assert re.search(r'Epoch\(train\) \[1\]\[2/2\].*loss_dp: ', output_of(process)), output_of(process)[-3000:]
@@ -95,13 +99,3 @@ def test_mmseg_train_and_test(workspace, tmp_path):
                        tmp_path / 'mmseg_test', cwd=workspace)
     assert process.returncode == 0, output_of(process)[-3000:]
     assert re.search(r'mIoU: [0-9.]+', output_of(process)), output_of(process)[-3000:]
-
-
-def test_mim_train_runs_mmdet_train(workspace, tmp_path):
-    mim = shutil.which('mim', path=osp.dirname(sys.executable))
-    process = subprocess.run([mim, 'train', 'mmdet', DET_CONFIG, '--gpus', '0', '--work-dir', str(tmp_path),
-                              *DET_TWO_ITERATIONS], cwd=workspace, capture_output=True, text=True,
-                             timeout=TOOL_TIMEOUT)
-    assert process.returncode == 0, output_of(process)[-3000:]
-    assert re.search(r'Epoch\(train\) \[1\]\[2/2\].*loss_dp: ', output_of(process)), output_of(process)[-3000:]
-    assert (tmp_path / 'epoch_1.pth').is_file()

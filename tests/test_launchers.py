@@ -25,6 +25,8 @@ from test_readme import activated_env
 #: Seconds a launched job may take (two processes start mmdet and train 2 iterations in well under this).
 JOB_TIMEOUT = 600
 
+pytestmark = pytest.mark.slow
+
 STAND_IN_SRUN = '''#!{python}
 """srun on one node: runs the command in --ntasks tasks here, with the variables a real srun sets."""
 import json

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmlavit import LaViT
+from mmlavit import LaViT, collect_dp_loss
 from mmlavit.models.attention import AttentionResidual, LessAttention
 from mmlavit.models.diagonality import cell_attention, diagonal_loss, layer_dp_terms, symmetry_loss
 
@@ -278,8 +278,9 @@ def test_loss_dp_backpropagates_on_its_own(diagonal_form):
     model = LaViT(arch=DP_ARCH, pool_size=3, drop_path_rate=0., dp_weight=0.5, dp_diagonal=diagonal_form).train()
     perturb_less_attention(model)
     records = record(module for module in model.modules() if isinstance(module, LessAttention))
-    model(torch.rand(1, 3, 64, 96))
-    loss_dp, logged = model.pop_dp_loss(return_terms=True)
+    with collect_dp_loss() as dp:
+        model(torch.rand(1, 3, 64, 96))
+    loss_dp, logged = dp.loss, dp.logged_terms()
     terms = [reference_dp(attn, tuple(tokens.shape[1:3]), 3, diagonal_form) for tokens, _, attn in records.values()
              if min(tokens.shape[1:3]) >= 3]
     assert len(terms) == 4 and len(records) == 5
@@ -301,29 +302,29 @@ def test_loss_dp_backpropagates_on_its_own(diagonal_form):
         torch.testing.assert_close(param.grad, grad, rtol=1e-3, atol=1e-4 * grad.abs().max().item())
 
 
-@pytest.mark.filterwarnings('ignore:LaViT computed a diagonality-preserving loss')
-def test_a_forward_without_a_pop_replaces_the_held_dp_loss_outside_a_collection():
+def test_a_collection_sums_the_forwards_with_gradients_inside_it():
     model = LaViT(arch=SMALL_ARCH, pool_size=3, drop_path_rate=0., dp_weight=1.).train()
     perturb_less_attention(model, scale=0.3)
     first, second = torch.rand(1, 3, 64, 96), torch.rand(1, 3, 64, 96)
-    model(first)
-    first_loss = model.pop_dp_loss().detach()
-    model(second)
-    second_loss = model.pop_dp_loss().detach()
-    assert (first_loss - second_loss).abs() > 1e-3 * second_loss.abs()
-
-    model(first)
-    model(second)
-    torch.testing.assert_close(model.pop_dp_loss().detach(), second_loss, rtol=1e-6, atol=0)
-    assert model.pop_dp_loss() is None
-    # A forward that computes no term (eval mode, no grad: a teacher) leaves the held one alone.
-    model(first)
-    with torch.no_grad():
+    losses = []
+    for x in (first, second):
+        with collect_dp_loss() as dp:
+            model(x)
+        losses.append(dp.loss.detach())
+    assert (losses[0] - losses[1]).abs() > 1e-3 * losses[1].abs()
+    with collect_dp_loss() as dp:
+        model(first)
         model(second)
-    model.eval()
-    model(second)
-    torch.testing.assert_close(model.pop_dp_loss().detach(), first_loss, rtol=1e-6, atol=0)
-    assert model.pop_dp_loss() is None
+    torch.testing.assert_close(dp.loss.detach(), losses[0] + losses[1], rtol=1e-6, atol=0)
+    # A forward that computes no term (no grad, eval mode: a teacher) adds nothing.
+    with collect_dp_loss() as dp:
+        model(first)
+        with torch.no_grad():
+            model(second)
+        model.eval()
+        model(second)
+    torch.testing.assert_close(dp.loss.detach(), losses[0], rtol=1e-6, atol=0)
+    assert len(dp.losses) == 1
 
 
 @pytest.mark.parametrize('hw', [(7, 9), (5, 5), (8, 11), (6, 8)])

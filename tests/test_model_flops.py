@@ -3,8 +3,7 @@ import torch
 from mmengine.analysis import parameter_count
 
 from mmlavit import LaViT
-from mmlavit.cli.flops import count_flops
-from mmlavit.cli.model_flops import measure_model
+from mmlavit.cli.flops import count_flops, measure_model
 
 
 def test_classifier_counts_backbone_pooling_and_head():

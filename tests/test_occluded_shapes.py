@@ -21,7 +21,7 @@ from mmlavit.cli.demo_data.occluded import paint_shapes, visible_annotations
 from mmlavit.cli.runner import DatasetNotFoundError
 from mmlavit.cli.tool_process import REPO
 from test_protocol_configs import train_samples
-from tool_calls import run_tool
+from tool_calls import call_tool
 
 CONFIG = 'configs/ablation/mask_rcnn_fpn_occluded_shapes.py'
 SHAPES_CONFIG = 'configs/ablation/mask_rcnn_fpn_shapes.py'
@@ -178,10 +178,10 @@ def test_ablate_writes_each_shipped_configs_set_when_missing(config, tmp_path):
 
 
 def test_ablate_with_a_missing_data_root_is_an_error(tmp_path):
-    assert ablation.generated_set('configs/retinanet_lavit_t_coco.py') is None
+    assert ablation.generated_set('configs/retinanet_lavit-t_fpn_1x_coco.py') is None
     with pytest.raises(DatasetNotFoundError, match='does not exist'):
         ablation.prepare_data(read_config(CONFIG), str(tmp_path / 'absent'))
-    process = run_tool('tools/ablate.py', '--config', CONFIG, '--data-root', tmp_path / 'absent')
+    process = call_tool('tools/ablate.py', '--config', CONFIG, '--data-root', tmp_path / 'absent')
     assert process.returncode == 1 and 'training' not in process.stdout
     assert process.stderr.strip().splitlines()[-1].startswith(f'error: {tmp_path / "absent"}')
     assert not (tmp_path / 'absent').exists()

@@ -77,6 +77,7 @@ class GridOps(nn.Module):
         return pad_to_multiple(image, 4), adaptive_avg_pool(image, 7), adaptive_avg_pool(channels_last, 7)
 
 
+@pytest.mark.slow
 def test_grid_ops_exported_at_one_size_are_right_at_others(tmp_path):
     """Traced at 28x56 (a multiple of 4 and 7: no padding, equal windows), run at sizes that need both."""
     path = tmp_path / 'grid.onnx'
@@ -120,6 +121,7 @@ def assert_dynamic_input(path):
     assert dims[1].dim_value == 3
 
 
+@pytest.mark.slow
 def test_export_backbone_right_at_every_size(tmp_path, capsys):
     path = tmp_path / 'backbone.onnx'
     report = run_export(capsys, small_config(tmp_path, 'configs/demo/mask_rcnn_lavit_t_shapes.py'), '--part',
@@ -129,6 +131,7 @@ def test_export_backbone_right_at_every_size(tmp_path, capsys):
     assert_dynamic_input(path)
 
 
+@pytest.mark.slow
 def test_export_segmentor_logits_at_the_input_size(tmp_path, capsys):
     """UperNet's pyramid pooling is adaptive pooling too: exported through the same averaging matrices."""
     path = tmp_path / 'segmentor.onnx'
@@ -139,6 +142,7 @@ def test_export_segmentor_logits_at_the_input_size(tmp_path, capsys):
     assert_dynamic_input(path)
 
 
+@pytest.mark.slow
 def test_export_two_stage_detector_features(tmp_path, capsys):
     path = tmp_path / 'detector.onnx'
     config = small_config(tmp_path, 'configs/demo/mask_rcnn_lavit_t_shapes.py', VA_ARCH)
@@ -148,6 +152,7 @@ def test_export_two_stage_detector_features(tmp_path, capsys):
     assert_dynamic_input(path)
 
 
+@pytest.mark.slow
 def test_missing_onnxruntime_says_how_to_install_it(tmp_path):
     """Without the deploy extra, the benchmark still imports and the export stops before exporting, naming it."""
     probe = ('import sys; sys.modules["onnxruntime"] = None\n'
@@ -162,6 +167,7 @@ def test_missing_onnxruntime_says_how_to_install_it(tmp_path):
     assert 'Traceback' not in process.stderr and not (tmp_path / 'x.onnx').exists()
 
 
+@pytest.mark.slow
 def test_static_size_export_leaves_later_forwards_untouched():
     """torch.export at a fixed size builds its averaging matrices as fake tensors: none stays in the cache."""
     torch.manual_seed(0)

@@ -1,6 +1,10 @@
-"""`pip install .` into an existing OpenMMLab environment: what the built metadata declares."""
+"""`pip install .` into an existing OpenMMLab environment: what the built metadata declares, and what the package
+loads."""
+import ast
 import contextlib
 import io
+import subprocess
+import sys
 from email.parser import Parser
 from setuptools import build_meta
 
@@ -54,3 +58,59 @@ def test_deploy_extra_brings_onnx_and_onnxruntime(metadata):
 def test_license_file_matches_the_declared_license(metadata):
     assert metadata['License-Expression'] == 'Apache-2.0'
     assert 'Apache License' in (REPO / 'LICENSE').read_text() and 'Version 2.0' in (REPO / 'LICENSE').read_text()
+
+
+def test_import_mmlavit_loads_the_core_only():
+    """`import mmlavit`, with mmlavit.instance_tta as the Mask R-CNN configs import it: at most 2,000 lines of the
+    package, nothing of the tools (mmlavit.cli), in a fresh interpreter."""
+    probe = ('import sys, mmlavit, mmlavit.instance_tta\n'
+             'print("\\n".join(f"{name} {module.__file__}" for name, module in sys.modules.items()\n'
+             '                 if name == "mmlavit" or name.startswith("mmlavit.")))')
+    process = subprocess.run([sys.executable, '-c', probe], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert process.returncode == 0, process.stderr[-2000:]
+    loaded = dict(line.split(' ', 1) for line in process.stdout.strip().splitlines())
+    assert not [name for name in loaded if name.startswith('mmlavit.cli')]
+    lines = sum(len(open(path).read().splitlines()) for path in loaded.values())
+    assert lines <= 2000, lines
+
+
+def imports_between_modules():
+    """{module: the package's modules it imports}, from the source: every import statement, also inside functions."""
+    files = {'.'.join(path.relative_to(REPO).with_suffix('').parts[:-1 if path.name == '__init__.py' else None]): path
+             for path in (REPO / 'mmlavit').rglob('*.py')}
+
+    def known(name):
+        while name and name not in files:
+            name = name.rpartition('.')[0]
+        return name
+
+    graph = {}
+    for module, path in files.items():
+        package = module if path.name == '__init__.py' else module.rpartition('.')[0]
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ''
+                if node.level:
+                    parts = package.split('.')[:len(package.split('.')) - node.level + 1]
+                    base = '.'.join(parts + ([base] if base else []))
+                names = [base] + [f'{base}.{alias.name}' for alias in node.names]
+            else:
+                continue
+            imported.update(known(name) for name in names if name.startswith('mmlavit'))
+        graph[module] = imported - {module, ''}
+    return graph
+
+
+def test_no_import_cycle_among_the_package_modules():
+    graph = imports_between_modules()
+    assert 'mmlavit.models.lavit' in graph and 'mmlavit.models.pretrained' in graph['mmlavit.models.lavit']
+
+    def reaches(start, target, seen):
+        return any(module == target or (module not in seen and not seen.add(module) and reaches(module, target, seen))
+                   for module in graph.get(start, ()))
+
+    cycles = sorted(module for module in graph if reaches(module, module, set()))
+    assert not cycles, cycles

@@ -29,15 +29,6 @@ RECIPES = {
 NEW_RECIPES = ['retinanet-ms-3x', 'mask-rcnn-ms-crop-3x', 'fpn-80k']
 DETECTION = [name for name in RECIPES if name.startswith(('retinanet', 'mask-rcnn'))]
 SEGMENTATION = ['upernet-160k', 'fpn-80k']
-# The names the configs had before, kept as aliases.
-ALIASES = {
-    **{f'mask_rcnn_lavit_{arch}_coco.py': f'mask-rcnn_lavit-{arch}_fpn_1x_coco.py' for arch in 'tsb'},
-    **{f'retinanet_lavit_{arch}_coco.py': f'retinanet_lavit-{arch}_fpn_1x_coco.py' for arch in 'ts'},
-    **{f'upernet_lavit_{arch}_ade20k.py': f'upernet_lavit-{arch}_8xb2-160k_ade20k-512x512.py' for arch in 'tsb'},
-    **{f'lavit_{arch}_imagenet.py': f'lavit-{arch}_16xb64_in1k.py' for arch in 'tsb'},
-}
-
-
 @functools.lru_cache(maxsize=None)
 def _read(config):
     return Config.fromfile(REPO / 'configs' / config)
@@ -63,12 +54,10 @@ def test_variants_differ_from_s_in_the_backbone_arch_only(recipe):
         assert as_dict(load(RECIPES[recipe].format(arch))) == expected, arch
 
 
-def test_former_names_are_aliases_of_the_renamed_configs():
-    for alias, renamed in ALIASES.items():
-        statements = ast.parse((REPO / 'configs' / alias).read_text()).body
-        assert [ast.unparse(statement) for statement in statements] == [f"_base_ = './{renamed}'"], alias
-        assert (REPO / 'configs' / renamed).is_file()
-    # The one the README trains and tests with, read in full.
+def test_the_short_name_is_the_mask_rcnn_s_1x_config():
+    """configs/mask_rcnn_lavit_s_coco.py, the name the README trains and tests with, is the 1x Mask R-CNN."""
+    statements = ast.parse((REPO / 'configs' / 'mask_rcnn_lavit_s_coco.py').read_text()).body
+    assert [ast.unparse(statement) for statement in statements] == ["_base_ = './mask-rcnn_lavit-s_fpn_1x_coco.py'"]
     assert as_dict(load('mask_rcnn_lavit_s_coco.py')) == as_dict(load('mask-rcnn_lavit-s_fpn_1x_coco.py'))
 
 
@@ -138,6 +127,7 @@ def test_test_time_augmentation(recipe):
             assert augment.transforms[2] == [dict(type='LoadAnnotations', with_bbox=True, with_mask=True)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('recipe', [recipe for recipe in NEW_RECIPES if recipe in DETECTION])
 def test_new_detection_configs_loss_and_predict(recipe):
     cfg = load(RECIPES[recipe].format('s'), arch='t')
@@ -156,6 +146,7 @@ def test_new_detection_configs_loss_and_predict(recipe):
     assert len(predictions) == 2 and with_mask == ('masks' in predictions[0].pred_instances)
 
 
+@pytest.mark.slow
 def test_semantic_fpn_loss_and_predict():
     cfg = load(RECIPES['fpn-80k'].format('s'), arch='t')
     cfg.model.data_preprocessor.size = (128, 160)  # training batches are padded to this (512x512 in the config)
@@ -201,6 +192,7 @@ def train_samples(cfg, scope, data_root, draws, **dataset_overrides):
     return [dataset[index] for _ in range(draws) for index in range(len(dataset))]
 
 
+@pytest.mark.slow
 def test_retinanet_ms_3x_resizes_shorter_side_640_to_800(coco_shapes):
     """common/ms_3x_coco.py: RandomResize between (1333, 640) and (1333, 800), keeping the ratio."""
     cfg = load(RECIPES['retinanet-ms-3x'].format('s'))
@@ -215,6 +207,7 @@ def test_retinanet_ms_3x_resizes_shorter_side_640_to_800(coco_shapes):
     assert len(set(sides)) > 1
 
 
+@pytest.mark.slow
 def test_mask_rcnn_ms_crop_3x_resizes_to_swin_scales(coco_shapes):
     """Swin's recipe: shorter side one of 480, 512, ..., 800 (longer <= 1333), half the time after a random crop."""
     cfg = load(RECIPES['mask-rcnn-ms-crop-3x'].format('s'))
@@ -228,6 +221,7 @@ def test_mask_rcnn_ms_crop_3x_resizes_to_swin_scales(coco_shapes):
     assert any(height != width for height, width in shapes), 'no crop in 18 draws'
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('recipe', SEGMENTATION)
 def test_ade20k_train_pipeline_resizes_then_crops_512(recipe, ade_shapes):
     """mmseg's ade20k.py: RandomResize of (2048, 512) by 0.5-2.0 keeping the ratio, then a 512x512 crop."""
@@ -243,6 +237,7 @@ def test_ade20k_train_pipeline_resizes_then_crops_512(recipe, ade_shapes):
     assert len(sides) > 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('recipe', ['retinanet-1x', 'upernet-160k'])
 def test_tta_pipeline_makes_every_view(recipe, coco_shapes, ade_shapes):
     """Every scale with and without the horizontal flip, on a generated validation image."""

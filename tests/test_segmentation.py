@@ -12,9 +12,9 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
 from mmlavit import attach_dp_loss
-from mmlavit.cli.demo_data import ADE_SHAPES_CLASSES, make_ade_shapes
+from mmlavit.cli.demo_data import ADE_SHAPES_CLASSES
 from mmlavit.cli.tool_process import REPO
-from tool_calls import run_tool
+from tool_calls import call_tool
 
 DEMO_CONFIG = 'configs/demo/upernet_lavit_t_shapes_ade.py'
 # A user's own mmseg config: only the backbone swapped (heads' in_channels to match) plus
@@ -48,8 +48,9 @@ def demo_inputs(shapes, num_classes):
     return dict(inputs=inputs, data_samples=data_samples)
 
 
+@pytest.mark.slow
 def test_upernet_loss_has_loss_dp_in_the_total():
-    model = build_segmentor('upernet_lavit_t_ade20k.py').train()
+    model = build_segmentor('upernet_lavit-t_8xb2-160k_ade20k-512x512.py').train()
     attach_dp_loss(model)
     data = model.data_preprocessor(demo_inputs([(128, 128), (96, 150)], num_classes=150), True)
     losses = model(**data, mode='loss')
@@ -65,9 +66,10 @@ def test_upernet_loss_has_loss_dp_in_the_total():
     dict(mode='whole'),
     dict(mode='slide', crop_size=(512, 512), stride=(341, 341)),
 ], ids=['whole', 'slide'])
+@pytest.mark.slow
 def test_upernet_predicts_ade20k_sized_image(test_cfg):
     # 683 is not a multiple of 32, and mmseg's test-time whole mode feeds the image unpadded.
-    model = build_segmentor('upernet_lavit_t_ade20k.py').eval()
+    model = build_segmentor('upernet_lavit-t_8xb2-160k_ade20k-512x512.py').eval()
     model.test_cfg = ConfigDict(test_cfg)
     data = model.data_preprocessor(demo_inputs([(512, 683)], num_classes=150), False)
     assert data['inputs'].shape[-2:] == (512, 683)
@@ -77,56 +79,42 @@ def test_upernet_predicts_ade20k_sized_image(test_cfg):
     assert result.seg_logits.data.shape == (150, 512, 683)
 
 
-@pytest.fixture(scope='module')
-def ade_shapes(tmp_path_factory):
-    return make_ade_shapes(str(tmp_path_factory.mktemp('ade') / 'ADEChallengeData2016'),
-                           num_train=16, num_val=4, seed=1)
-
-
-@pytest.fixture(scope='module')
-def trained_demo(ade_shapes, tmp_path_factory):
-    """A few iterations of tools/train.py on the generated set: (work dir, stdout)."""
-    work_dir = tmp_path_factory.mktemp('demo_seg')
-    process = run_tool('tools/train.py', DEMO_CONFIG, '--work-dir', work_dir, '--cfg-options',
-                       f'data_root={ade_shapes}', 'train_cfg.max_iters=4', 'train_cfg.val_interval=4',
-                       'default_hooks.logger.interval=1', 'default_hooks.checkpoint.interval=4')
-    assert process.returncode == 0, process.stderr[-3000:]
-    return work_dir, process.stdout
-
-
-def test_train_tool_logs_loss_dp_and_saves_the_classes(trained_demo):
-    work_dir, stdout = trained_demo
+@pytest.mark.slow
+def test_train_tool_logs_loss_dp_and_saves_the_classes(seg_run):
+    work_dir, stdout = seg_run
     logged = re.findall(r'Iter\(train\) \[\s*\d+/4\].*loss_dp: (-?[\d.]+)', stdout)
     assert len(logged) == 4 and all(math.isfinite(float(value)) for value in logged)
-    assert re.search(r'Iter\(val\) \[4/4\].*mIoU', stdout)
+    assert re.search(r'Iter\(val\) \[3/3\].*mIoU', stdout)
     checkpoint = torch.load(work_dir / 'iter_4.pth', map_location='cpu', weights_only=False)
     assert checkpoint['meta']['dataset_meta']['classes'] == ADE_SHAPES_CLASSES
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('test_options', [
     [],
     ['model.test_cfg.mode=slide', 'model.test_cfg.crop_size=(64,64)', 'model.test_cfg.stride=(43,43)'],
 ], ids=['whole', 'slide'])
-def test_test_tool_prints_iou_metrics(trained_demo, ade_shapes, test_options):
+def test_test_tool_prints_iou_metrics(seg_run, ade_shapes, test_options, tmp_path):
     # The generated images are 120x120: not a multiple of 32.
-    work_dir, _ = trained_demo
-    process = run_tool('tools/test.py', DEMO_CONFIG, work_dir / 'iter_4.pth', '--work-dir', work_dir,
-                       '--cfg-options', f'data_root={ade_shapes}', *test_options)
+    work_dir, _ = seg_run
+    process = call_tool('tools/test.py', DEMO_CONFIG, work_dir / 'iter_4.pth', '--work-dir', tmp_path,
+                        '--cfg-options', f'data_root={ade_shapes}', *test_options)
     assert process.returncode == 0, process.stderr[-3000:]
-    found = re.search(r'Iter\(test\) \[4/4\]\s+aAcc: ([\d.]+)\s+mIoU: ([\d.]+)\s+mAcc: ([\d.]+)',
+    found = re.search(r'Iter\(test\) \[3/3\]\s+aAcc: ([\d.]+)\s+mIoU: ([\d.]+)\s+mAcc: ([\d.]+)',
                       process.stdout)
     assert found and all(0 <= float(value) <= 100 for value in found.groups())
 
 
+@pytest.mark.slow
 def test_user_mmseg_config_with_one_line_logs_loss_dp(ade_shapes, tmp_path):
     config = tmp_path / 'user_upernet_lavit.py'
     config.write_text(USER_CONFIG)
     # Narrower heads only for speed (a 512-channel UPerHead on 512x512 crops costs a minute on CPU).
-    process = run_tool('tools/train.py', config, '--work-dir', tmp_path / 'work', '--cfg-options',
-                       f'data_root={ade_shapes}', 'train_cfg.max_iters=1', 'default_hooks.logger.interval=1',
-                       'model.decode_head.channels=64', 'model.auxiliary_head.channels=32',
-                       'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
-                       'val_cfg=None', 'val_dataloader=None', 'val_evaluator=None')
+    process = call_tool('tools/train.py', config, '--work-dir', tmp_path / 'work', '--cfg-options',
+                        f'data_root={ade_shapes}', 'train_cfg.max_iters=1', 'default_hooks.logger.interval=1',
+                        'model.decode_head.channels=64', 'model.auxiliary_head.channels=32',
+                        'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
+                        'val_cfg=None', 'val_dataloader=None', 'val_evaluator=None')
     assert process.returncode == 0, process.stderr[-3000:]
     assert re.search(r'Iter\(train\) \[1/1\].*decode\.loss_ce: [\d.]+.*loss_dp: -?[\d.]+', process.stdout)
 
@@ -134,8 +122,8 @@ def test_user_mmseg_config_with_one_line_logs_loss_dp(ade_shapes, tmp_path):
 def test_missing_ade20k_names_the_layout_and_the_fix(tmp_path):
     checkpoint = tmp_path / 'iter_160000.pth'
     checkpoint.write_bytes(b'')
-    process = run_tool('tools/test.py', 'configs/upernet_lavit_s_ade20k.py', checkpoint,
-                       '--cfg-options', f'data_root={tmp_path}/ade/ADEChallengeData2016')
+    process = call_tool('tools/test.py', 'configs/upernet_lavit-s_8xb2-160k_ade20k-512x512.py', checkpoint,
+                        '--cfg-options', f'data_root={tmp_path}/ade/ADEChallengeData2016')
     assert process.returncode != 0
     assert 'data/ade/ADEChallengeData2016/images/{training,validation}' in process.stderr
     assert '--cfg-options data_root=' in process.stderr

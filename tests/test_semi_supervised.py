@@ -8,6 +8,7 @@ from the teacher. Two iterations with mmengine's Runner on mmdet's semi-supervis
 """
 import warnings
 
+import pytest
 import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
@@ -34,6 +35,8 @@ custom_hooks = [dict(type='mmlavit.DPLossHook'), dict(type='MeanTeacherHook')]
 FPN_CHANNELS = 32
 # mmdet's RandomResize scales are (1333, 400) to (1333, 1200): the 64 px shapes come out at 64 to 96 px.
 IMAGE_SCALES = [(96, 64), (96, 96)]
+
+pytestmark = pytest.mark.slow
 
 
 def shrink_pipeline(node):
@@ -145,8 +148,8 @@ def test_soft_teacher_loss_dp_sums_the_student_forwards(tmp_path):
         warnings.simplefilter('always')
         runner.train()
 
-    # A backbone that kept only its last forward's term would drop the labeled batch's term with this warning.
-    assert not [w for w in caught if 'nothing consumed' in str(w.message)]
+    # A forward outside the collection (one the hook did not open) would train no term and warn.
+    assert not [w for w in caught if 'no DP loss collection is open' in str(w.message)]
     assert len(recorder.iterations) == 2
     for iteration in recorder.iterations:
         student, teacher, losses = iteration['student'], iteration['teacher'], iteration['losses']
@@ -163,5 +166,3 @@ def test_soft_teacher_loss_dp_sums_the_student_forwards(tmp_path):
         # The sum of both student terms: catches counting only the last forward (the unlabeled batch's
         # term alone) and counting the teacher's forward too (the sum plus the teacher's term).
         torch.testing.assert_close(losses['loss_dp'], expected, rtol=1e-5, atol=0)
-    # Every term held during training was handed over.
-    assert model.student.backbone.pop_dp_loss() is None and model.teacher.backbone.pop_dp_loss() is None

@@ -11,17 +11,13 @@ import torch
 from mmengine.config import DictAction
 from mmengine.registry import DATASETS, init_default_scope
 
-from mmlavit.cli.demo_data import (
-    ADE_SHAPES_CLASSES,
-    SHAPE_CLASSES,
-    make_ade_shapes,
-    make_coco_shapes,
-    make_imagenet_shapes,
-)
+from mmlavit.cli.demo_data import ADE_SHAPES_CLASSES, SHAPE_CLASSES, make_coco_shapes, make_imagenet_shapes
 from mmlavit.cli.model_checks import ConfigError
 from mmlavit.cli.runner import build_model, iter_datasets, load_config
 from mmlavit.cli.testing import apply_tta
-from tool_calls import run_tool
+from tool_calls import call_tool
+
+pytestmark = pytest.mark.slow
 
 SEG_CONFIG = 'configs/demo/upernet_lavit_t_shapes_ade.py'
 # The shipped RetinaNet and its test-time augmentation, on the generated 128x128 shapes: three classes, and
@@ -29,7 +25,8 @@ SEG_CONFIG = 'configs/demo/upernet_lavit_t_shapes_ade.py'
 DET_CONFIG = 'configs/retinanet_lavit-t_fpn_1x_coco.py'
 DET_OPTIONS = ['model.bbox_head.num_classes=3', f'test_dataloader.dataset.metainfo.classes=({",".join(SHAPE_CLASSES)})',
                'test_dataloader.dataset.pipeline.1.scale=(128,128)', 'tta_pipeline.1.transforms.0.0.scale=(128,128)',
-               'tta_pipeline.1.transforms.0.1.scale=(96,96)', 'tta_pipeline.1.transforms.0.2.scale=(160,160)']
+               'tta_pipeline.1.transforms.0.1.scale=(96,96)', 'tta_pipeline.1.transforms.0.2.scale=(160,160)',
+               'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False']
 # The shipped Mask R-CNN and its test-time augmentation (the RetinaNet's scales and flips), on the same shapes and
 # scales, with the proposals and detections per image cut to 100 and 10 to keep the mask head quick on CPU.
 MASK_CONFIG = 'configs/mask-rcnn_lavit-t_fpn_1x_coco.py'
@@ -55,7 +52,7 @@ def save_untrained_checkpoint(config, options, path, classes):
 
 def run_test_tool(config, checkpoint, options, work_dir, *extra):
     """tools/test.py, which must succeed; its stdout."""
-    process = run_tool('tools/test.py', config, checkpoint, '--work-dir', work_dir, *extra, '--cfg-options', *options)
+    process = call_tool('tools/test.py', config, checkpoint, '--work-dir', work_dir, *extra, '--cfg-options', *options)
     assert process.returncode == 0, process.stderr[-3000:]
     return process.stdout
 
@@ -76,10 +73,11 @@ def plain_and_tta_tests(config, checkpoint, options, root):
 # Segmentation: UperNet on the ADE20K-layout set, mmseg's TTA (6 scales x flip).
 
 @pytest.fixture(scope='module')
-def seg(tmp_path_factory):
-    """The plain test (--out, --show-dir) and the --tta test (--out) of an untrained UperNet: paths and logs."""
+def seg(tmp_path_factory, ade_shapes):
+    """The plain test (--out, --show-dir) and the --tta test (--out) of an untrained UperNet on the 3 validation
+    images of the session's ADE20K-layout set: paths and logs."""
     root = tmp_path_factory.mktemp('seg')
-    options = [f'data_root={make_ade_shapes(str(root / "ADEChallengeData2016"), num_train=1, num_val=3, seed=3)}']
+    options = [f'data_root={ade_shapes}']
     checkpoint = save_untrained_checkpoint(SEG_CONFIG, options, root / 'upernet.pth', ADE_SHAPES_CLASSES)
     return plain_and_tta_tests(SEG_CONFIG, checkpoint, options, root)
 
@@ -279,8 +277,8 @@ def test_tta_needs_the_configs_augmentation(tmp_path):
     """The demo Mask R-CNN has none (its images are 128x128): --tta stops before the checkpoint is read."""
     checkpoint = tmp_path / 'epoch_1.pth'
     checkpoint.write_bytes(b'')
-    process = run_tool('tools/test.py', 'configs/demo/mask_rcnn_lavit_t_shapes.py', checkpoint, '--tta',
-                       '--work-dir', tmp_path / 'work')
+    process = call_tool('tools/test.py', 'configs/demo/mask_rcnn_lavit_t_shapes.py', checkpoint, '--tta',
+                        '--work-dir', tmp_path / 'work')
     assert process.returncode == 1, process.stderr[-2000:]
     assert process.stderr.strip().splitlines()[-1] == (
         "error: --tta tests with the config's tta_model and tta_pipeline, and configs/demo/mask_rcnn_lavit_t_shapes.py "
@@ -318,12 +316,11 @@ def test_classifier_out_and_show_dir(tmp_path):
 
 # --auto-scale-lr: mmdet's linear rule, lr x total batch / auto_scale_lr.base_batch_size.
 
-def test_auto_scale_lr_scales_by_the_total_batch(tmp_path):
-    data_root = make_ade_shapes(str(tmp_path / 'ADEChallengeData2016'), num_train=2, num_val=1, seed=3)
-    process = run_tool('tools/train.py', SEG_CONFIG, '--auto-scale-lr', '--work-dir', tmp_path / 'work',
-                       '--cfg-options', f'data_root={data_root}', 'train_dataloader.batch_size=2',
-                       'train_cfg.max_iters=1', 'default_hooks.checkpoint.interval=1', 'val_cfg=None',
-                       'val_dataloader=None', 'val_evaluator=None')
+def test_auto_scale_lr_scales_by_the_total_batch(tmp_path, ade_shapes):
+    process = call_tool('tools/train.py', SEG_CONFIG, '--auto-scale-lr', '--work-dir', tmp_path / 'work',
+                        '--cfg-options', f'data_root={ade_shapes}', 'train_dataloader.batch_size=2',
+                        'train_cfg.max_iters=1', 'default_hooks.checkpoint.interval=1', 'val_cfg=None',
+                        'val_dataloader=None', 'val_evaluator=None')
     assert process.returncode == 0, process.stderr[-3000:]
     # The demo's lr 1e-3 is set for one process with 8 images; 1 process x 2 images: 1e-3 x 2 / 8.
     assert 'Scaling the original LR by 0.25' in process.stdout + process.stderr

@@ -22,7 +22,7 @@ from mmengine.runner.checkpoint import CheckpointLoader
 
 import test_checkpoint_safety
 from mmlavit import LaViT
-from mmlavit.utils import TRUST_ENV, CheckpointError, UntrustedCheckpointError, is_trusted, remote_checkpoint
+from mmlavit.utils.checkpoint import TRUST_ENV, CheckpointError, UntrustedCheckpointError, is_trusted
 from tool_calls import run_tool
 
 # The fixtures of tests/test_checkpoint_safety.py: the HTTP server, torch.hub's cache, the malicious file.
@@ -150,7 +150,7 @@ def test_payload_refused_by_every_scheme(name, checkpoint_server, hub_cache, pay
     shutil.copy(path, tmp_path / 'mmengine_home' / 'checkpoints')
     monkeypatch.setitem(sys.modules, 'pavi', FakePavi(path))
     store = types.SimpleNamespace(get=lambda filename: path.read_bytes())
-    monkeypatch.setattr(remote_checkpoint, 'get_file_backend', lambda filename, backend_args: store)
+    monkeypatch.setattr(mmengine_checkpoint, 'get_file_backend', lambda filename, backend_args: store)
     with pytest.raises(UntrustedCheckpointError, match=re.escape(
             f'checkpoint {name} was not loaded: unpickling it needs posix.system')) as error:
         CheckpointLoader.load_checkpoint(name)

@@ -13,19 +13,13 @@ import torch
 from mmengine.config import Config
 
 from mmlavit import LaViT
-from mmlavit.cli.demo_data import (
-    ADE_SHAPES_CLASSES,
-    SHAPE_CLASSES,
-    make_ade_shapes,
-    make_coco_shapes,
-    make_imagenet_shapes,
-)
+from mmlavit.cli.demo_data import ADE_SHAPES_CLASSES, SHAPE_CLASSES
 from mmlavit.cli.errors import exit_on_user_error
 from mmlavit.cli.model_checks import ConfigError, check_model_config
 from mmlavit.cli.tool_process import REPO
 from mmlavit.models.errors import LaViTConfigError, LaViTInputError
 from test_tool_options import save_untrained_checkpoint
-from tool_calls import run_tool
+from tool_calls import call_tool, run_tool
 
 DET_DEMO = 'configs/demo/mask_rcnn_lavit_t_shapes.py'
 SEG_DEMO = 'configs/demo/upernet_lavit_t_shapes_ade.py'
@@ -47,13 +41,6 @@ def snapshot(directory):
             for path in sorted(directory.rglob('*')) if path.is_file()}
 
 
-@pytest.fixture(scope='module')
-def coco_shapes(tmp_path_factory):
-    root = tmp_path_factory.mktemp('coco_shapes')
-    make_coco_shapes(str(root), num_train=2, num_val=1, seed=4)
-    return root
-
-
 # Configs.
 
 def test_config_syntax_error_names_the_file_and_line(tmp_path):
@@ -63,7 +50,7 @@ def test_config_syntax_error_names_the_file_and_line(tmp_path):
     config.write_text("_base_ = './my_base.py'\n")
     before = snapshot(tmp_path)
     # The config parses; its base does not: the error names the base.
-    message = user_error(run_tool('tools/train.py', config, '--work-dir', tmp_path / 'work'))
+    message = user_error(call_tool('tools/train.py', config, '--work-dir', tmp_path / 'work'))
     assert message == f"error: syntax error in config {base}, line 2: '(' was never closed\n    model = dict("
     assert snapshot(tmp_path) == before
 
@@ -73,13 +60,13 @@ def test_missing_config_is_named(tool, tmp_path):
     arguments = [tmp_path / 'no_such_config.py'] + ([tmp_path / 'x.pth'] if tool == 'tools/test.py' else [])
     if tool == 'tools/test.py':
         (tmp_path / 'x.pth').write_bytes(b'')
-    message = user_error(run_tool(tool, *arguments))
+    message = user_error(call_tool(tool, *arguments))
     assert message == f'error: config file {tmp_path / "no_such_config.py"} does not exist'
 
 
 def test_neck_channels_that_do_not_match_lavit(coco_shapes, tmp_path):
-    process = run_tool('tools/train.py', DET_DEMO, '--work-dir', tmp_path / 'work', '--cfg-options',
-                       f'data_root={coco_shapes}/', 'model.neck.in_channels=[96,192,384,768]')
+    process = call_tool('tools/train.py', DET_DEMO, '--work-dir', tmp_path / 'work', '--cfg-options',
+                        f'data_root={coco_shapes}/', 'model.neck.in_channels=[96,192,384,768]')
     assert user_error(process) == (
         "error: model.neck.in_channels is [96, 192, 384, 768], but LaViT (arch 't', out_indices (0, 1, 2, 3)) "
         "outputs [64, 128, 320, 512] channels: set model.neck.in_channels=[64, 128, 320, 512] (or pick other "
@@ -140,8 +127,8 @@ def test_truncated_annotation_file_is_named(coco_shapes, tmp_path):
     text = annotations.read_text()
     annotations.write_text(text[:len(text) // 2])
     before = snapshot(data_root)
-    message = user_error(run_tool('tools/train.py', DET_DEMO, '--work-dir', tmp_path / 'work', '--cfg-options',
-                                  f'data_root={data_root}/'))
+    message = user_error(call_tool('tools/train.py', DET_DEMO, '--work-dir', tmp_path / 'work', '--cfg-options',
+                                   f'data_root={data_root}/'))
     assert message.startswith(f'error: annotation file {data_root}/annotations/instances_train2017.json is cut '
                               f'short: it ends with ')
     assert message.endswith('instead of the closing bracket of its JSON (a download or copy that did not '
@@ -153,7 +140,7 @@ def test_truncated_annotation_file_is_named(coco_shapes, tmp_path):
 
 def test_export_to_a_missing_directory_fails_before_the_export(tmp_path):
     out = tmp_path / 'no' / 'such' / 'dir' / 'x.onnx'
-    message = user_error(run_tool('tools/export_onnx.py', DET_DEMO, '--out', out))
+    message = user_error(call_tool('tools/export_onnx.py', DET_DEMO, '--out', out))
     assert message == f'error: --out {out}: the directory {out.parent} does not exist; create it first'
     assert not (tmp_path / 'no').exists()
 
@@ -163,7 +150,7 @@ def test_checkpoint_that_is_a_directory(tmp_path):
     work_dir.mkdir(parents=True)
     (work_dir / 'epoch_1.pth').write_bytes(b'weights')
     before = snapshot(tmp_path)
-    message = user_error(run_tool('tools/test.py', DET_DEMO, work_dir))
+    message = user_error(call_tool('tools/test.py', DET_DEMO, work_dir))
     assert message == (f'error: checkpoint {work_dir} is a directory, not a checkpoint file: give a .pth file, '
                        f'e.g. {work_dir / "epoch_1.pth"}')
     assert snapshot(tmp_path) == before
@@ -172,8 +159,8 @@ def test_checkpoint_that_is_a_directory(tmp_path):
 # LaViT's options.
 
 def test_unknown_backbone_key_names_the_accepted_ones(coco_shapes, tmp_path):
-    message = user_error(run_tool('tools/train.py', DET_DEMO, '--work-dir', tmp_path / 'work', '--cfg-options',
-                                  f'data_root={coco_shapes}/', 'model.backbone.archh=s'))
+    message = user_error(call_tool('tools/train.py', DET_DEMO, '--work-dir', tmp_path / 'work', '--cfg-options',
+                                   f'data_root={coco_shapes}/', 'model.backbone.archh=s'))
     accepted = ', '.join(list(inspect.signature(LaViT.__init__).parameters)[1:])
     assert message == (f'error: model.backbone.archh (did you mean arch?): not a LaViT option. LaViT takes: '
                        f'{accepted}')
@@ -181,8 +168,8 @@ def test_unknown_backbone_key_names_the_accepted_ones(coco_shapes, tmp_path):
 
 
 def test_lavit_config_error_ends_as_a_user_error(coco_shapes, tmp_path):
-    message = user_error(run_tool('tools/train.py', DET_DEMO, '--work-dir', tmp_path / 'work', '--cfg-options',
-                                  f'data_root={coco_shapes}/', 'model.backbone.init_cfg.checkpont=lavit_t.pth'))
+    message = user_error(call_tool('tools/train.py', DET_DEMO, '--work-dir', tmp_path / 'work', '--cfg-options',
+                                   f'data_root={coco_shapes}/', 'model.backbone.init_cfg.checkpont=lavit_t.pth'))
     assert "error: LaViT's Pretrained init_cfg has no key 'checkpont'" in message
     assert not (tmp_path / 'work').exists()
 
@@ -221,7 +208,7 @@ def test_lavit_t_checkpoint_on_a_lavit_s_config(lavit_t_detector, coco_shapes, t
     shutil.copy(lavit_t_detector[0], work_dir / 'epoch_1.pth')
     before = snapshot(work_dir)
     options = ['--cfg-options', f'data_root={coco_shapes}/', 'model.backbone.arch=s']
-    process = run_tool('tools/test.py', DET_DEMO, work_dir / 'epoch_1.pth', '--work-dir', work_dir, *options)
+    process = call_tool('tools/test.py', DET_DEMO, work_dir / 'epoch_1.pth', '--work-dir', work_dir, *options)
     message = user_error(process)
     assert message.startswith(f'error: checkpoint {work_dir / "epoch_1.pth"} does not fit the model: ')
     assert "It holds LaViT arch 't' weights under the prefix 'backbone.'" in message
@@ -230,16 +217,16 @@ def test_lavit_t_checkpoint_on_a_lavit_s_config(lavit_t_detector, coco_shapes, t
     assert snapshot(work_dir) == before
 
     # Training from it (load_from) stops the same way, before the first iteration.
-    process = run_tool('tools/train.py', DET_DEMO, '--work-dir', work_dir, *options,
-                       f'load_from={work_dir / "epoch_1.pth"}')
+    process = call_tool('tools/train.py', DET_DEMO, '--work-dir', work_dir, *options,
+                        f'load_from={work_dir / "epoch_1.pth"}')
     assert 'does not fit the model' in user_error(process) and 'Epoch(train)' not in process.stdout
     assert snapshot(work_dir) == before
 
 
 def test_partial_checkpoint_loads_when_allowed(lavit_t_detector, coco_shapes, tmp_path):
-    process = run_tool('tools/test.py', DET_DEMO, lavit_t_detector[0], '--allow-partial-checkpoint',
-                       '--work-dir', tmp_path / 'work', '--cfg-options', f'data_root={coco_shapes}/',
-                       'model.backbone.arch=s')
+    process = call_tool('tools/test.py', DET_DEMO, lavit_t_detector[0], '--allow-partial-checkpoint',
+                        '--work-dir', tmp_path / 'work', '--cfg-options', f'data_root={coco_shapes}/',
+                        'model.backbone.arch=s')
     assert process.returncode == 0, process.stderr[-3000:]
     assert 'fits the model only in part (--allow-partial-checkpoint)' in process.stdout + process.stderr
     assert re.search(r'coco/bbox_mAP: [\d.]+', process.stdout)
@@ -247,7 +234,7 @@ def test_partial_checkpoint_loads_when_allowed(lavit_t_detector, coco_shapes, tm
 
 def test_backbone_only_checkpoint_is_not_a_detector(lavit_t_detector, coco_shapes):
     backbone = lavit_t_detector[1]
-    message = user_error(run_tool('tools/test.py', DET_DEMO, backbone, '--cfg-options', f'data_root={coco_shapes}/'))
+    message = user_error(call_tool('tools/test.py', DET_DEMO, backbone, '--cfg-options', f'data_root={coco_shapes}/'))
     assert message.startswith(f"error: checkpoint {backbone} does not fit the model: 0 of the model's ")
     assert f'--cfg-options model.backbone.init_cfg.checkpoint={backbone}' in message
 
@@ -255,18 +242,13 @@ def test_backbone_only_checkpoint_is_not_a_detector(lavit_t_detector, coco_shape
 # tools/infer.py on each kind of model.
 
 @pytest.fixture(scope='module')
-def infer_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp('infer')
-    ade = make_ade_shapes(str(root / 'ADEChallengeData2016'), num_train=1, num_val=1, seed=4)
-    coco = root / 'coco'
-    make_coco_shapes(str(coco), num_train=1, num_val=1, seed=4)
-    imagenet = make_imagenet_shapes(str(root / 'imagenet'), num_train=1, num_val=1, seed=4)
+def infer_data(ade_shapes, coco_shapes, imagenet_shapes):
     return {
-        'seg': (SEG_DEMO, f'{ade}/images/validation/ADE_val_00000001.jpg', [f'data_root={ade}'],
+        'seg': (SEG_DEMO, f'{ade_shapes}/images/validation/ADE_val_00000001.jpg', [f'data_root={ade_shapes}'],
                 ADE_SHAPES_CLASSES),
-        'det': (DET_DEMO, f'{coco}/val2017/000001.jpg', [f'data_root={coco}/'], SHAPE_CLASSES),
-        'cls': (CLS_DEMO, f'{imagenet}/val/circle/val_circle_00001.JPEG', [f'data_root={imagenet}'], SHAPE_CLASSES),
-        'root': root,
+        'det': (DET_DEMO, f'{coco_shapes}val2017/000001.jpg', [f'data_root={coco_shapes}'], SHAPE_CLASSES),
+        'cls': (CLS_DEMO, f'{imagenet_shapes}/val/circle/val_circle_00001.JPEG', [f'data_root={imagenet_shapes}'],
+                SHAPE_CLASSES),
     }
 
 
@@ -274,7 +256,7 @@ def infer_data(tmp_path_factory):
 def test_infer_draws_what_each_model_predicts(kind, infer_data, tmp_path):
     config, image, options, classes = infer_data[kind]
     checkpoint = save_untrained_checkpoint(config, options, tmp_path / f'{kind}.pth', classes)
-    process = run_tool('tools/infer.py', image, config, checkpoint, '--out', tmp_path / 'drawn', '--score-thr', '0')
+    process = call_tool('tools/infer.py', image, config, checkpoint, '--out', tmp_path / 'drawn', '--score-thr', '0')
     assert process.returncode == 0, process.stderr[-3000:]
     out_file = tmp_path / 'drawn' / os.path.basename(image)
     summary = process.stdout.strip().splitlines()[-1]

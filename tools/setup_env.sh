@@ -22,7 +22,7 @@ echo "[setup] build tools and numpy"
 "${PIP[@]}" "$(pin setuptools)" "$(pin wheel)" "$(pin ninja)" "$(pin psutil)" "$(pin numpy)" \
   "$(pin opencv-python)" "$(pin mmengine)"
 if ! "$VENV/bin/python" -c "import mmcv, mmcv._ext" 2>/dev/null; then
-  echo "[setup] mmcv from source with ops (about 14 minutes on 2 cores the first time; pip caches the wheel)"
+  echo "[setup] mmcv from source with ops (the longest step the first time; pip caches the wheel)"
   MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS=${MAX_JOBS:-2} \
     "${PIP[@]}" --no-build-isolation --no-binary mmcv "$(pin mmcv)"
 fi

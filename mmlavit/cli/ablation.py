@@ -306,8 +306,7 @@ def parse_args(argv=None):
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     parser.add_argument('--iters', type=int, help='training iterations (default: the config\'s)')
     parser.add_argument('--lr', type=float, help='AdamW learning rate (default: the config\'s)')
-    # On 2 cores, two one-thread runs of the default train 1.5x the iterations per second of one
-    # two-thread run (0.69 s per iteration each, against 0.53 s).
+    # On a CPU, runs of one thread each use the cores better than one run of several threads.
     parser.add_argument('--jobs', type=int, default=1 if torch.cuda.is_available() else 2,
                         help='runs at once, each with cores / jobs threads (default: 2 on CPU, 1 with CUDA)')
     parser.add_argument('--work-dir', default='work_dirs/ablation', help='one folder per variant and seed')

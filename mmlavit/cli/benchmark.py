@@ -30,10 +30,10 @@ and Swin-T, mmseg's MiT-b1/b2) and measures each at each input size, batch 1:
 It prints the tables and the ratios against --reference (LaViT-S) (with
 --compile also compiled / eager per model, and compiled model / compiled
 reference) and writes benchmark.json, benchmark.png (ratio bar chart) and
-layers.png (VA vs LA layers) to --out-dir. One CPU thread by default; the full
-default run takes about 20 minutes on one thread of a 2-core AMD EPYC VM
-(without --compile, which adds the compilations: minutes per model, size and
-mode on such a machine), so narrow it with --sizes/--models/--repeats.
+layers.png (VA vs LA layers) to --out-dir. One CPU thread by default; the
+default run measures every model at every size on a CPU for a long while
+(--compile adds a compilation per model, size and mode), so narrow it with
+--sizes/--models/--repeats.
 
     python tools/benchmark.py
     python tools/benchmark.py --sizes 800x1333 --models lavit-s pvtv2-b2 swin-t --repeats 5

@@ -4,7 +4,7 @@ import sys
 from contextlib import contextmanager
 
 from mmlavit.models.errors import LaViTConfigError, LaViTInputError
-from mmlavit.utils import CheckpointError
+from mmlavit.utils.checkpoint import CheckpointError
 from .model_checks import ConfigError
 from .runner import DatasetNotFoundError
 

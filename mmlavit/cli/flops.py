@@ -1,4 +1,5 @@
-"""Params and FLOPs of LaViT-T/S/B beside mmdet's PVTv2-b1/b2 and Swin-T and mmseg's MiT-b1/b2 (tools/get_flops.py).
+"""Params and FLOPs of LaViT-T/S/B beside mmdet's PVTv2-b1/b2 and Swin-T and mmseg's MiT-b1/b2, or of a config's
+whole model (tools/get_flops.py).
 
 FLOPs come from mmengine's FlopAnalyzer (fvcore's jit-traced counter: one
 multiply-add counts as one FLOP). It counts convolutions, linear layers,
@@ -19,21 +20,30 @@ query and output projections folded into these two products (K C^2 + N h K C
 instead of N C^2 + N K C, see ``PooledAttention.folds_projections``), so its
 attention products also carry those projections.
 
+A config's whole model (``--config``: backbone, neck and heads) is counted
+the same way over its ``mode='tensor'`` forward on one image of the given
+size: what mmdet's and mmseg's get_flops tools count (the network up to the
+raw head outputs; for two-stage detectors the RoI heads on the RPN's
+proposals), without post-processing.
+
     python tools/get_flops.py                      # 224x224, all models
     python tools/get_flops.py --shape 800 1333 --models lavit-s pvtv2-b2
 """
 import argparse
 import warnings
 from collections import Counter
-from typing import List, NamedTuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import torch
 from mmdet.registry import MODELS
 from mmengine.analysis import FlopAnalyzer, parameter_count
 from mmengine.analysis.jit_handles import bmm_flop_jit, matmul_flop_jit
 from mmengine.registry import init_default_scope
+from mmengine.structures import BaseDataElement
+from torch import nn
 
 import mmlavit  # noqa: F401  registers LaViT
+from .runner import build_model
 
 BACKBONES = {
     'lavit-t': dict(type='mmlavit.LaViT', arch='t'),
@@ -169,6 +179,40 @@ def measure(name, shape) -> BackboneCount:
                              sorted(analyzer.unsupported_ops()))
 
 
+class TensorForward(nn.Module):
+    """A model's ``mode='tensor'`` forward on fixed data samples, as a module of the images alone."""
+
+    def __init__(self, model: nn.Module, data_samples):
+        super().__init__()
+        self.model, self.data_samples = model, data_samples
+
+    def forward(self, inputs):
+        return self.model(inputs, self.data_samples, mode='tensor')
+
+
+def image_data_samples(model: nn.Module, shape: Tuple[int, int]):
+    """One data sample of the model's framework for an image of ``shape`` already at the network's size."""
+    meta = dict(img_shape=shape, pad_shape=shape, ori_shape=shape, batch_input_shape=shape, scale_factor=(1., 1.))
+    module = type(model).__module__
+    if module.startswith('mmdet.'):
+        from mmdet.structures import DetDataSample
+        return [DetDataSample(metainfo=meta)]
+    if module.startswith('mmseg.'):
+        from mmseg.structures import SegDataSample
+        return [SegDataSample(metainfo=meta)]
+    return [BaseDataElement(metainfo=meta)] if module.startswith('mmpretrain.') else None
+
+
+def measure_model(config: str, shape: Tuple[int, int], cfg_options: Optional[dict] = None):
+    """Returns (params in M, GFLOPs) of the config's whole model at one ``shape`` (H, W) image, batch 1."""
+    model = build_model(config, cfg_options=cfg_options)
+    params = parameter_count(model)[''] / 1e6
+    wrapper = TensorForward(model, image_data_samples(model, tuple(shape))).eval()
+    with torch.no_grad():
+        flops = count_flops(wrapper, (torch.rand(1, 3, *shape), )).total() / 1e9
+    return params, flops
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--shape', type=int, nargs=2, default=[224, 224], metavar=('H', 'W'))
@@ -178,7 +222,6 @@ def main(argv=None):
     args = parser.parse_args(argv)
     shape = tuple(args.shape)
     if args.config:
-        from .model_flops import measure_model
         params, gflops = measure_model(args.config, shape)
         print(f'{args.config} at {shape[0]}x{shape[1]}, batch 1, mode=\'tensor\' forward (mmengine FlopAnalyzer, '
               f'multiply-add = 1 FLOP): {params:.2f}M params, {gflops:.1f} GFLOPs')

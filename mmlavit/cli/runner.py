@@ -14,14 +14,13 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import MODELS, init_default_scope
 from mmengine.runner import load_checkpoint
 
-from mmlavit.utils import (
-    ALLOW_PARTIAL_OPTION,
+from mmlavit.utils.checkpoint import (
     CheckpointError,
     IncompleteCheckpointError,
-    check_checkpoint_fits,
     incomplete_checkpoint_message,
     is_incomplete_checkpoint,
 )
+from .checkpoint_fit import ALLOW_PARTIAL_OPTION, check_checkpoint_fits
 from .model_checks import ConfigError, check_model_config
 
 # Where each dataset type expects its files, for the missing-data message.
@@ -36,15 +35,15 @@ EXPECTED_LAYOUTS = {
 }
 
 
-def parse_runner_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
-    """Adds the options every Runner tool takes (--work-dir, --cfg-options, --launcher) and parses."""
+def parse_runner_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """Adds the options every Runner tool takes (--work-dir, --cfg-options, --launcher) and parses ``argv``."""
     parser.add_argument('--work-dir', help='the dir to save logs, checkpoints and metrics')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, e.g. data_root=/data/coco/ '
                              'train_dataloader.batch_size=4')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
 
@@ -132,7 +131,7 @@ def build_model(config, checkpoint: Optional[str] = None, cfg_options: Optional[
     """The config's model, built in its default scope, in eval mode, with the checkpoint's weights if given.
 
     The model config is checked first (:func:`check_model_config`), the
-    checkpoint before it is loaded (:func:`check_checkpoint`). As mmdet's
+    checkpoint before it is loaded (:func:`~mmlavit.cli.checkpoint_fit.check_checkpoint_fits`). As mmdet's
     init_detector and mmseg's init_model, ``model.cfg`` is the config and
     ``model.dataset_meta`` the checkpoint's (None without one).
 
@@ -147,7 +146,7 @@ def build_model(config, checkpoint: Optional[str] = None, cfg_options: Optional[
     model = MODELS.build(cfg.model)
     model.cfg, model.dataset_meta = cfg, None
     if checkpoint:
-        check_checkpoint(model, checkpoint, allow_partial)
+        check_checkpoint_fits(model, checkpoint, allow_partial)
         meta = load_checkpoint(model, checkpoint, map_location='cpu').get('meta', {})
         model.dataset_meta = meta.get('dataset_meta')
     model.eval()
@@ -168,23 +167,6 @@ def check_checkpoint_file(path: str, option: str = 'checkpoint') -> None:
         raise CheckpointError(f'{option} {path} is a directory, not a checkpoint file: give a .pth file{example}')
     if not osp.isfile(path):
         raise CheckpointError(f'{option} {path} does not exist')
-
-
-def check_checkpoint(model, path: str, allow_partial: bool = False) -> None:
-    """Stops before a test or training step when the checkpoint does not fit the model.
-
-    A test-time-augmentation wrapper is checked by the model it wraps.
-
-    Raises:
-        CheckpointMismatchError: A weight of the model is missing from the
-            checkpoint or has another shape there (unless ``allow_partial``).
-    """
-    from mmengine.model import BaseTTAModel, is_model_wrapper
-    if is_model_wrapper(model):
-        model = model.module
-    if isinstance(model, BaseTTAModel):
-        model = model.module
-    check_checkpoint_fits(model, path, allow_partial=allow_partial)
 
 
 def iter_datasets(cfg: Config, loaders=('train_dataloader', 'val_dataloader', 'test_dataloader')
@@ -359,7 +341,7 @@ def build_runner(cfg: Config, config_path: str, work_dir: Optional[str], launche
     ``work_dirs/<config name>``), checks the datasets of ``loaders``, the
     checkpoint ``--resume`` would continue from, the model config
     (:func:`check_model_config`), that the checkpoint the Runner will load
-    fits the model (:func:`check_checkpoint`, ``allow_partial`` passed on)
+    fits the model (:func:`~mmlavit.cli.checkpoint_fit.check_checkpoint_fits`, ``allow_partial`` passed on)
     and the distributed set-up, then builds the Runner (``runner_type`` if
     the config names one). The checks come first, so that a run they stop
     writes nothing into the work dir.
@@ -378,7 +360,7 @@ def build_runner(cfg: Config, config_path: str, work_dir: Optional[str], launche
     checkpoint = checkpoint_to_load(cfg)
     if checkpoint:
         check_checkpoint_file(checkpoint, '--resume' if cfg.get('resume') else 'load_from')
-        check_checkpoint(MODELS.build(model_cfg), checkpoint, allow_partial)
+        check_checkpoint_fits(MODELS.build(model_cfg), checkpoint, allow_partial)
     setup_distributed(cfg, launcher)
     return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
 

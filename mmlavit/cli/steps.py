@@ -3,7 +3,7 @@ import contextlib
 
 import torch
 
-from mmlavit.models.lavit import LaViT
+from mmlavit.models.dp_collection import collect_dp_loss
 
 
 def synchronize(device):
@@ -29,12 +29,11 @@ def uncompiled(model):
 
 
 def training_step(model, inputs, device, amp):
-    """Forward and backward of a train-mode model (eager or compiled); LaViT's held DP loss joins the loss."""
-    with autocast(device, amp):
+    """Forward and backward of a train-mode model (eager or compiled); LaViT's DP loss joins the loss."""
+    with autocast(device, amp), collect_dp_loss() as dp:
         loss = sum(out.float().mean() for out in model(inputs))
-        dp_loss = model.pop_dp_loss() if isinstance(uncompiled(model), LaViT) else None
-        if dp_loss is not None:
-            loss = loss + dp_loss
+        if dp.loss is not None:
+            loss = loss + dp.loss
     loss.backward()
     model.zero_grad(set_to_none=True)
 

@@ -1,6 +1,7 @@
-"""What tools/test.py adds to the Runner: test-time augmentation, predictions written to a file and drawn
-predictions, as mmdet's, mmseg's and mmpretrain's own tools/test.py define ``--tta``, ``--out`` and
-``--show-dir``."""
+"""Testing a checkpoint with mmengine's Runner (tools/test.py), and what the tool adds to it: test-time
+augmentation, predictions written to a file and drawn predictions, as mmdet's, mmseg's and mmpretrain's own
+tools/test.py define ``--tta``, ``--out`` and ``--show-dir``."""
+import argparse
 import os.path as osp
 from typing import Optional, Sequence
 
@@ -10,7 +11,14 @@ from mmengine.evaluator import BaseMetric, DumpResults
 
 from .errors import ToolArgumentError
 from .model_checks import ConfigError
-from .runner import iter_datasets
+from .runner import (
+    add_allow_partial_option,
+    build_runner,
+    check_checkpoint_file,
+    iter_datasets,
+    load_config,
+    parse_runner_args,
+)
 
 PICKLE_SUFFIXES = ('.pkl', '.pickle')
 
@@ -128,3 +136,34 @@ def prediction_dump(cfg: Config, out: str) -> Optional[BaseMetric]:
         from mmdet.evaluation import DumpDetResults
         return DumpDetResults(out_file_path=out)
     return DumpSegResults(out_file_path=out) if scope == 'mmseg' else DumpResults(out_file_path=out)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Test a checkpoint with mmengine\'s Runner')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--tta', action='store_true',
+                        help='test with the config\'s test-time augmentation (tta_model and tta_pipeline)')
+    parser.add_argument('--out', help='write the predictions to this pickle file (for a segmentor, a path '
+                                      'without .pkl is a directory for one prediction PNG per image)')
+    parser.add_argument('--show-dir', help='draw the predictions on every test image into this directory')
+    add_allow_partial_option(parser)
+    return parse_runner_args(parser, argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    check_checkpoint_file(args.checkpoint)
+    cfg = load_config(args.config, args.cfg_options)
+    cfg.load_from = args.checkpoint
+    drawn_into = show_predictions(cfg, args.show_dir) if args.show_dir else None
+    if args.tta:
+        apply_tta(cfg, args.config)
+    dump = prediction_dump(cfg, args.out) if args.out else None
+    runner = build_runner(cfg, args.config, args.work_dir, args.launcher, ['test_dataloader'],
+                          args.allow_partial_checkpoint)
+    if dump is not None:
+        runner.test_evaluator.metrics.append(dump)
+    runner.test()
+    if drawn_into:
+        print(f'Predictions drawn into {drawn_into}')

@@ -1,19 +1,10 @@
 """Layer-wise learning-rate decay for detectors, segmentors and classifiers with a LaViT backbone.
 
-Fine-tuning a pretrained backbone often trains its early layers more gently
-than its late ones and the new neck and heads. The constructor here scales
-each parameter's learning rate by ``layer_decay_rate ** (num_layers -
-layer_id - 1)``, with ``(layer_id, num_layers)`` from the backbone's
-``get_layer_depth`` (mmpretrain's contract, which :class:`mmlavit.LaViT`
-follows): the neck and heads keep the base learning rate, the last layer of
-the backbone gets one factor of the rate, the stem the most.
-
-mmpretrain's ``LearningRateDecayOptimWrapperConstructor`` computes the same
-rates but asks the model itself for ``get_layer_depth``, which mmpretrain's
-classifiers have and mmdet's detectors and mmseg's segmentors do not; it also
-leaves out the ``lr_mult`` of ``custom_keys``. This constructor asks the model
-or, failing that, its ``backbone``, and keeps everything mmengine's default
-constructor does.
+Each parameter's learning rate is scaled by ``layer_decay_rate ** (num_layers - layer_id - 1)``, with
+``(layer_id, num_layers)`` from the backbone's ``get_layer_depth`` (mmpretrain's contract, which :class:`mmlavit.LaViT`
+follows): the neck and heads keep the base rate, the backbone's last layer gets one factor of the rate, the stem the
+most. Unlike mmpretrain's ``LearningRateDecayOptimWrapperConstructor`` (same rates), this asks the model's ``backbone``
+when the model (a detector or segmentor) has no ``get_layer_depth``, and keeps the ``lr_mult`` of ``custom_keys``.
 """
 from functools import partial
 from typing import Callable, List, Optional, Tuple
@@ -26,10 +17,7 @@ from mmlavit.registry import OPTIM_WRAPPER_CONSTRUCTORS
 
 
 def layer_depth_function(model: nn.Module) -> Callable[[str], Tuple[int, int]]:
-    """``name -> (layer_id, num_layers)`` for the parameters of ``model``.
-
-    The model's own ``get_layer_depth`` (mmpretrain's classifiers), else its
-    backbone's with the prefix ``'backbone.'`` (detectors, segmentors).
+    """``name -> (layer_id, num_layers)``: ``model.get_layer_depth``, else the backbone's with prefix ``'backbone.'``.
 
     Raises:
         TypeError: Neither the model nor its backbone has ``get_layer_depth``.
@@ -49,22 +37,16 @@ def layer_depth_function(model: nn.Module) -> Callable[[str], Tuple[int, int]]:
 class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     """mmengine's default constructor with layer-wise learning-rate decay.
 
-    Every rule of :class:`mmengine.optim.DefaultOptimWrapperConstructor`
-    applies first (``custom_keys`` with ``lr_mult`` and ``decay_mult``,
-    ``norm_decay_mult``, frozen parameters left out, ...); then each
-    parameter's learning rate is multiplied by
-    ``layer_decay_rate ** (num_layers - layer_id - 1)``.
+    Every rule of :class:`mmengine.optim.DefaultOptimWrapperConstructor` applies first (``custom_keys`` with
+    ``lr_mult`` and ``decay_mult``, ``norm_decay_mult``, frozen parameters left out, ...), then the scaling by depth.
 
     Example:
-        >>> optim_wrapper = dict(
-        ...     constructor='mmlavit.LayerDecayOptimWrapperConstructor',
-        ...     optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.05),
-        ...     paramwise_cfg=dict(layer_decay_rate=0.9))
+        >>> optim_wrapper = dict(constructor='mmlavit.LayerDecayOptimWrapperConstructor',
+        ...     optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.05), paramwise_cfg=dict(layer_decay_rate=0.9))
 
     Args:
         optim_wrapper_cfg (dict): As for the default constructor.
-        paramwise_cfg (dict, optional): As for the default constructor, plus
-            ``layer_decay_rate`` (float, default 1.0: no decay).
+        paramwise_cfg (dict, optional): As for the default constructor, plus ``layer_decay_rate`` (float, default 1.0).
     """
 
     def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: Optional[dict] = None):

@@ -7,17 +7,12 @@ from mmlavit.registry import HOOKS
 
 @HOOKS.register_module()
 class PlainParamGroupsHook(Hook):
-    """Hands each optimizer its param groups as plain dicts.
+    """Hands each optimizer its param groups as plain dicts, for mmengine's ``compile=True``.
 
-    mmengine's ``DefaultOptimWrapperConstructor`` builds the optimizer from a
-    config, so with a ``paramwise_cfg`` (every LaViT config has one, for the
-    parameters without weight decay) each param group is an mmengine
-    ``ConfigDict``. With ``compile=True`` the Runner compiles ``train_step``,
-    optimizer step included, and dynamo fails on such a group (torch 2.13:
-    "'UserDefinedDictVariable' object has no attribute 'items'"). The groups
-    are replaced by plain dicts with the same entries before the first
-    iteration, after the Runner has built the optimizer and resumed its state;
-    nothing else changes, so the hook is harmless without ``compile``.
+    With a ``paramwise_cfg`` (every LaViT config has one) mmengine's constructor makes each param group a
+    ``ConfigDict``, on which dynamo fails when the Runner compiles ``train_step`` with the optimizer step. The
+    groups become plain dicts with the same entries before the first iteration, after the optimizer is built and
+    resumed; nothing else changes.
     """
 
     priority = 'VERY_HIGH'

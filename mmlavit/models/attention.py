@@ -1,16 +1,9 @@
 """Attention blocks of LaViT (docs/design.md: the pooled key grid, VA and LA layers, the attention residual).
 
-All of them keep attention scores in the layout (B, heads, K, N): K pooled key
-cells by N query tokens. In that layout the LA transforms, the softmax over the
-keys and the attention residual act without a permute (docs/design.md, "Layout").
-Tokens are channels-last maps (B, H, W, C) throughout.
-
-Under autocast the pre-softmax scores stay in the parameters' precision
-(float32): a VA layer's product runs under autocast but its result is cast
-back, and the attention residual, Theta and Psi run with autocast off. Over a
-chain of LA layers (14 in LaViT-B's third stage) Theta can grow the scores
-past float16's range, which would turn the softmax into NaNs. The softmax
-reads float32 scores; autocast casts the probabilities for the value product.
+Scores are kept as (B, heads, K, N), K key cells by N queries, so the LA transforms, the softmax over the keys and the
+attention residual need no permute. Under autocast the pre-softmax scores stay in the parameters' precision (float32):
+a VA product is cast back; the attention residual, Theta and Psi run with autocast off. Over a chain of LA layers
+Theta can grow them past float16's range, turning the softmax into NaNs; its output is autocast for the value product.
 """
 from typing import Optional, Tuple
 
@@ -29,13 +22,10 @@ def per_head_depthwise_conv(scores: Tensor, weight: Tensor, hw: Tuple[int, int],
                             stride: int = 1, padding: int = 0) -> Tensor:
     """Convolves every (head, key cell) score map over the query grid.
 
-    Views scores (B, heads, K, N) as (B, heads * K, H, W) and applies one
-    filter per head, shared by the K key cells, as a grouped convolution.
-    With a stride, the grid is first padded to a multiple of it at the
-    bottom and right, as the token downsampling pads (so that the two grids
-    always match), but by repeating the last row and column: a padded score
-    is a copy of a real one, not a zero that would pull the border cells'
-    scores towards 0.
+    Views scores (B, heads, K, N) as (B, heads * K, H, W) and applies one filter per head, shared by the K key
+    cells, as a grouped convolution. A stride first pads the grid at the bottom and right to a multiple of it,
+    as the token downsampling pads (so the grids match), but with copies of the last row and column: zeros
+    would pull the border scores towards 0, copies keep a constant score map constant at every size.
 
     Args:
         scores (Tensor): Shape (B, heads, K, H * W).
@@ -45,7 +35,7 @@ def per_head_depthwise_conv(scores: Tensor, weight: Tensor, hw: Tuple[int, int],
         padding (int): Zero padding of the stride-1 convolution. Default: 0.
 
     Returns:
-        Tensor: Shape (B, heads, K, H' * W') and the new grid (H', W').
+        tuple[Tensor, tuple[int, int]]: Scores (B, heads, K, H' * W') and the new grid (H', W').
     """
     batch, heads, num_cells, _ = scores.shape
     maps = scores.reshape(batch, heads * num_cells, *hw)
@@ -57,11 +47,7 @@ def per_head_depthwise_conv(scores: Tensor, weight: Tensor, hw: Tuple[int, int],
 
 
 class PooledCells(BaseModule):
-    """Pools a token map onto the fixed P x P grid of key/value cells.
-
-    Adaptive average pooling to P x P, then a 1x1 projection (a Linear on
-    channels-last cells), a norm and an activation, as PVTv2's linear
-    spatial-reduction attention does.
+    """Pools tokens onto the P x P key/value cells: adaptive average pool, Linear, norm, act (PVTv2's linear SRA).
 
     Args:
         embed_dims (int): Channels C.
@@ -74,8 +60,7 @@ class PooledCells(BaseModule):
         x (B, H, W, C) -> cells (B, P * P, C).
     """
 
-    def __init__(self, embed_dims, pool_size, norm_cfg=dict(type='LN'),
-                 act_cfg=dict(type='GELU'), init_cfg=None):
+    def __init__(self, embed_dims, pool_size, norm_cfg=dict(type='LN'), act_cfg=dict(type='GELU'), init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         self.pool_size = pool_size
         self.proj = nn.Linear(embed_dims, embed_dims)
@@ -96,8 +81,7 @@ class PooledAttention(BaseModule):
         embed_dims (int): Channels C.
         num_heads (int): Heads h; C must be divisible by h.
         pool_size (int): P, the side of the pooled key grid (K = P * P).
-        qkv_bias (bool): Bias of the key and value projections of the cells
-            (and of a VA layer's query projection). Default: True.
+        qkv_bias (bool): Bias of the cells' key and value (and a VA layer's query) projections. Default: True.
         attn_drop_rate (float): Dropout on the attention probabilities. Default: 0.
         proj_drop_rate (float): Dropout after the output projection. Default: 0.
         norm_cfg (dict): Norm of the pooled cells. Default: dict(type='LN').
@@ -132,15 +116,10 @@ class PooledAttention(BaseModule):
                           self.head_dims).permute(2, 0, 3, 1, 4)
 
     def folds_projections(self, num_queries: int) -> bool:
-        """Whether the token-side projections are cheaper folded into the K cells.
+        """Whether the token-side projections are cheaper folded into the K cells (same output up to rounding).
 
-        A projection W (C x C) applied to N tokens costs N C^2 multiply-adds.
-        Folded into the pooled cells (per head K_h W_h, then one product of the
-        tokens with h K rows of C) it costs K C^2 + N h K C instead of
-        N C^2 + N K C; that is fewer whenever N (C - (h - 1) K) > K C. LaViT's
-        four stages need N > 49, 79, 126 and 148 queries: at 800x1333 they have
-        67k, 17k, 4k and 1k; at 224x224 all but stage 4 (49) fold. The output
-        is the same up to rounding either way.
+        Folded (per head K_h W_h, then one product of the N tokens with h K rows of C), a C x C projection costs
+        K C^2 + N h K C multiply-adds instead of N C^2 + N K C: fewer whenever N (C - (h - 1) K) > K C.
         """
         spare = self.embed_dims - (self.num_heads - 1) * self.num_cells
         return num_queries * spare > self.num_cells * self.embed_dims
@@ -154,16 +133,13 @@ class PooledAttention(BaseModule):
             hw (tuple[int, int]): The query grid (H, W).
 
         Returns:
-            tuple[Tensor, Tensor]: The output tokens (B, H, W, C) and the
-            attention probabilities (B, heads, K, N).
+            tuple[Tensor, Tensor]: Output tokens (B, H, W, C) and attention probabilities (B, heads, K, N).
         """
         attn = scores.softmax(dim=-2)
         batch, heads, num_cells, num_queries = attn.shape
         kept = self.attn_drop(attn)
         if self.folds_projections(num_queries):
-            # proj(concat_h P_h^T V_h) = sum_h P_h^T (V_h W_h^T) + b, with W_h the head's columns
-            # of proj: one (N, h K) x (h K, C) product that reads the scores through a transposed
-            # view and writes channels-last tokens, with no (B, h, N, d) intermediate.
+            # proj(concat_h P_h^T V_h) = sum_h P_h^T (V_h W_h^T) + b: one product, no (B, h, N, d) intermediate.
             proj_weight = self.proj.weight.view(self.embed_dims, heads, self.head_dims).permute(1, 2, 0)
             value = torch.matmul(value, proj_weight).view(batch, heads * num_cells, self.embed_dims)
             kept = kept.view(batch, heads * num_cells, num_queries).transpose(1, 2)
@@ -177,12 +153,10 @@ class PooledAttention(BaseModule):
 class VanillaAttention(PooledAttention):
     """A VA layer's attention: queries from all tokens, keys and values from the pooled cells.
 
-    Scores S = K Q^T / sqrt(d), plus an additive bias (the attention residual)
-    when one is given. Same arguments as :class:`PooledAttention`.
+    S = K Q^T / sqrt(d), plus the attention residual as an additive bias if given. Args as :class:`PooledAttention`.
 
     Shapes:
-        x (B, H, W, C), bias (B, heads, K, N) or None ->
-        out (B, H, W, C), scores (B, heads, K, N), attn (B, heads, K, N).
+        x (B, H, W, C), bias (B, heads, K, N) or None -> out (B, H, W, C), scores and attn (B, heads, K, N).
     """
 
     cell_projections = 2
@@ -194,11 +168,7 @@ class VanillaAttention(PooledAttention):
         self._register_load_state_dict_pre_hook(self._zero_query_bias_of_old_checkpoints)
 
     def _zero_query_bias_of_old_checkpoints(self, state_dict, prefix, *args):
-        """Reads checkpoints of ``qkv_bias=False`` from before it covered keys and values.
-
-        Those have key/value biases but no query bias; a query bias of zero
-        computes exactly what they computed, so load them with ``qkv_bias=True``.
-        """
+        """Old ``qkv_bias=False`` checkpoints (key/value biases, no query bias) get a zero query bias: same outputs."""
         if (self.query.bias is not None and prefix + 'query.bias' not in state_dict
                 and prefix + 'cell_proj.bias' in state_dict):
             state_dict[prefix + 'query.bias'] = torch.zeros_like(self.query.bias)
@@ -210,8 +180,7 @@ class VanillaAttention(PooledAttention):
         key = key * self.scale
         tokens = x.reshape(batch, num_queries, channels)
         if self.folds_projections(num_queries):
-            # K_h (x W_h^T + b_h)^T = (K_h W_h) x^T + K_h b_h: one (h K, C) x (C, N) product
-            # that writes the scores straight into the (B, h, K, N) layout.
+            # K_h (x W_h^T + b_h)^T = (K_h W_h) x^T + K_h b_h: one (h K, C) x (C, N) product into (B, h, K, N).
             query_weight = self.query.weight.view(self.num_heads, self.head_dims, channels)
             folded_key = torch.matmul(key, query_weight).view(batch, -1, channels)
             if self.query.bias is None:
@@ -233,19 +202,15 @@ class VanillaAttention(PooledAttention):
 class LessAttention(PooledAttention):
     """An LA layer's attention: reuses the previous scores; only values are projected.
 
-    S = Psi(Theta(S')^T)^T: Theta is a learned K x K map over the key axis
-    shared by the heads; Psi is a per-head depthwise k x k convolution over
-    the query grid, shared by the K key cells (a translation-invariant N x N
-    map). Theta starts as the identity and Psi as a centred delta, so a new
-    LA layer reproduces the previous scores exactly.
+    S = Psi(Theta(S')^T)^T: Theta, a learned K x K map over the keys shared by the heads; Psi, a per-head
+    depthwise k x k convolution over the query grid shared by the K cells (a translation-invariant N x N map).
 
     Args:
         la_kernel (int): k, the odd kernel size of Psi. Default: 3.
         Others as :class:`PooledAttention`.
 
     Shapes:
-        x (B, H, W, C), prev_scores (B, heads, K, N) ->
-        out (B, H, W, C), scores (B, heads, K, N), attn (B, heads, K, N).
+        x (B, H, W, C), prev_scores (B, heads, K, N) -> out (B, H, W, C), scores and attn (B, heads, K, N).
     """
 
     def __init__(self, embed_dims, num_heads, pool_size, la_kernel=3, qkv_bias=True, **kwargs):
@@ -258,7 +223,7 @@ class LessAttention(PooledAttention):
         self.init_identity()
 
     def init_identity(self):
-        """Theta = identity, Psi = centred delta: the layer starts by reusing S'."""
+        """Theta = identity, Psi = centred delta: a new LA layer reproduces the previous scores exactly."""
         centre = self.psi_weight.shape[-1] // 2
         with torch.no_grad():
             self.theta_weight.copy_(torch.eye(self.theta_weight.shape[0]))
@@ -271,8 +236,7 @@ class LessAttention(PooledAttention):
         batch, heads, num_cells, num_queries = prev_scores.shape
         prev = prev_scores.reshape(batch * heads, num_cells, num_queries).to(self.theta_weight.dtype)
         with autocast_disabled(prev_scores.device.type):
-            # A batched product with the bias fused: matmul with the 2-D Theta first would read the
-            # scores through a transposed copy and add the bias in another pass.
+            # Batched with the bias fused: a 2-D matmul would read a transposed copy and add the bias in another pass.
             scores = torch.baddbmm(self.theta_bias[:, None], self.theta_weight.expand(batch * heads, -1, -1), prev)
             return per_head_depthwise_conv(scores.view_as(prev_scores), self.psi_weight, hw,
                                            padding=self.psi_weight.shape[-1] // 2)[0]
@@ -288,13 +252,8 @@ class LessAttention(PooledAttention):
 class AttentionResidual(BaseModule):
     """Carries the last scores of stage m-1 into the first VA layer of stage m.
 
-    A per-head 2x2 stride-2 depthwise convolution halves the query grid (an
-    odd grid padded to even as the token downsampling pads it, with copies of
-    the last row and column, so that a constant score map gives a constant
-    residual at every size), a 1x1 map mixes the
-    h_{m-1} heads into h_m heads, and a per-head LayerScale (CaiT) scales the
-    result. The key axis needs no resampling: cell k covers the same image
-    region at every stage.
+    A per-head 2x2 stride-2 depthwise conv halves the query grid (odd grids padded with copies), a 1x1 map mixes
+    the h_{m-1} heads into h_m, a per-head LayerScale (CaiT) scales them. Keys need no resampling (docs/design.md).
 
     Args:
         in_heads (int): h_{m-1}.
@@ -323,11 +282,9 @@ class AttentionResidual(BaseModule):
 
     def forward(self, scores: Tensor, hw: Tuple[int, int]) -> Tensor:
         with autocast_disabled(scores.device.type):
-            scores, _ = per_head_depthwise_conv(scores.to(self.head_mix.dtype), self.downsample_weight, hw,
-                                                stride=2)
+            scores, _ = per_head_depthwise_conv(scores.to(self.head_mix.dtype), self.downsample_weight, hw, stride=2)
             batch, in_heads, num_cells, num_queries = scores.shape
-            # LayerScale folded into the head mix, as one batched product: no transposed copy of the
-            # scores and no extra pass over the result.
+            # LayerScale folded into the head mix, one batched product: no transposed copy, no extra pass.
             scaled_mix = (self.gamma[:, None] * self.head_mix).expand(batch, -1, -1)
             mixed = torch.bmm(scaled_mix, scores.reshape(batch, in_heads, -1))
             return mixed.view(batch, -1, num_cells, num_queries)

@@ -1,10 +1,7 @@
 """The diagonality-preserving (DP) loss of LaViT's LA layers (docs/design.md, "The DP loss").
 
-For an LA layer's attention P = softmax(S) (B, heads, K, N), the queries are
-averaged onto the same P x P cells as the keys, giving per head a square
-K x K matrix A: row c is how the queries of cell c attend to each key cell.
-A healthy attention matrix is diagonal (a cell attends most to itself) and
-symmetric; the loss rewards both.
+An LA layer's attention (B, heads, K, N), averaged over the queries onto the key cells, gives per head a K x K cell
+attention A (:func:`cell_attention`); the loss rewards a diagonal (a cell attends most to itself), symmetric A.
 """
 from typing import Optional, Tuple
 
@@ -18,14 +15,12 @@ def cell_attention(attn: Tensor, hw: Tuple[int, int], pool_size: int) -> Tensor:
     """The square cell attention A of an attention map.
 
     Args:
-        attn (Tensor): Attention probabilities in the backbone's score layout,
-            (B, heads, K, N): K = pool_size ** 2 key cells by N = H * W queries.
+        attn (Tensor): Attention probabilities (B, heads, K, N): K = pool_size ** 2 key cells, N = H * W queries.
         hw (tuple[int, int]): The query grid (H, W).
         pool_size (int): P, the side of the pooled key grid.
 
     Returns:
-        Tensor: A, shape (B, heads, K, K): A[b, h, c, j] is the mean attention
-        of the queries in cell c to key cell j (rows sum to 1).
+        Tensor: A (B, heads, K, K), A[b, h, c, j] the mean attention of cell c's queries to key cell j (rows sum to 1).
     """
     batch, heads, num_cells, _ = attn.shape
     query_cells = adaptive_avg_pool(attn.reshape(batch, heads * num_cells, *hw), pool_size)
@@ -40,25 +35,19 @@ def symmetry_loss(cells: Tensor) -> Tensor:
 
 #: The forms of L_diag that :func:`diagonal_loss` computes.
 DIAGONAL_FORMS = ('difference', 'log_ratio')
-#: The form of L_diag that the tools report, whichever form a model was trained with, so that runs compare
-#: on one scale.
+#: The form of L_diag the tools report, whichever form a model was trained with, so that runs compare on one scale.
 REPORTED_DIAGONAL_FORM = 'difference'
 #: The floor of the attention values whose logarithm the log-ratio form takes.
 LOG_FLOOR = 1e-6
 
 
 def diagonal_loss(cells: Tensor, form: str) -> Tensor:
-    """L_diag of a cell attention A, the mean over batch, heads and rows i.
+    """L_diag of A, mean over batch, heads and rows i: 0 if A is uniform, < 0 if cells attend most to themselves.
 
     - ``'difference'``: mean_{j != i} A_ij - A_ii; -1 for the identity.
-    - ``'log_ratio'``: log(mean_{j != i} A_ij / A_ii), the values floored at
-      :data:`LOG_FLOOR` (log(1e-6) = -13.8 for the identity). Near a uniform
-      A (values 1/K) it is about K times the difference form, and its
-      gradient does not shrink with the rows' values (docs/design.md,
-      "Why the log ratio").
-
-    Both are 0 for a uniform A and negative when each cell attends more to
-    itself than to the others on average.
+    - ``'log_ratio'``: log(mean_{j != i} A_ij / A_ii), the values floored at :data:`LOG_FLOOR` (log(1e-6) = -13.8
+      for the identity). Near a uniform A it is about K times the difference form, and its gradient does not shrink
+      with the rows' values (docs/design.md, "Why the log ratio").
 
     Args:
         cells (Tensor): A, shape (B, heads, K, K), rows summing to 1.
@@ -89,11 +78,8 @@ def holds_cells(hw: Tuple[int, int], pool_size: int) -> bool:
 def layer_dp_terms(attn: Tensor, hw: Tuple[int, int], pool_size: int, diagonal_form: str) -> Optional[Tensor]:
     """L_sym and L_diag of an LA layer (its DP loss is their sum), or None where its grid is smaller than the cells.
 
-    When the query grid is smaller than P x P in either direction, the pooled
-    cells overlap: several key cells are averages of the same tokens, so their
-    scores are equal and no cell can attend to itself more than to its
-    duplicates. The diagonal cannot dominate there, so the layer adds no term
-    (stage 4 at inputs of 192 pixels or fewer, stage 3 at 96 or fewer, with P = 7).
+    On a query grid smaller than P x P in either direction the pooled cells overlap: several key cells average the
+    same tokens, so their scores are equal and no cell can attend to itself more than to its duplicates.
 
     Args:
         attn (Tensor): Attention probabilities (B, heads, K, N).
@@ -102,8 +88,7 @@ def layer_dp_terms(attn: Tensor, hw: Tuple[int, int], pool_size: int, diagonal_f
         diagonal_form (str): The form of L_diag (see :func:`diagonal_loss`).
 
     Returns:
-        Tensor | None: (L_sym, L_diag), shape (2,), or None for a grid smaller
-        than P x P.
+        Tensor | None: (L_sym, L_diag), shape (2,), or None for a grid smaller than P x P.
     """
     if not holds_cells(hw, pool_size):
         return None

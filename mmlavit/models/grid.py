@@ -1,13 +1,8 @@
 """The size-dependent grid operations of LaViT: padding to a multiple, pooling onto P x P cells.
 
-Every place that pads a grid (the stem, the 2x2 merging between stages, the
-attention residual) or averages it onto the pooled cells (the key/value cells,
-the DP loss) goes through these functions, so that their grids always agree.
-
-Both read the grid's size only through tensor arithmetic or symbolic-size
-checks, never through a branch that a tracer would freeze: ``torch.export``
-(and so ``torch.onnx.export(..., dynamo=True)``) records them with symbolic
-height and width, and the exported graph is right at every input size.
+Every pad (stem, 2x2 merging, attention residual) and every pooling onto the cells (key/value cells, DP loss) goes
+through here, so their grids agree. Sizes are read only by tensor arithmetic or symbolic-size checks, never a branch a
+tracer would freeze, so ``torch.export`` graphs (``torch.onnx.export(..., dynamo=True)`` too) are right at every size.
 """
 import functools
 
@@ -25,15 +20,13 @@ def pad_to_multiple(maps: Tensor, multiple: int, mode: str = 'constant') -> Tens
     Args:
         maps (Tensor): Shape (B, C, H, W).
         multiple (int): The height and width become multiples of it.
-        mode (str): 'constant' (zeros) or 'replicate' (copies of the last
-            row and column), as for ``F.pad``. Default: 'constant'.
+        mode (str): 'constant' (zeros) or 'replicate' (copies of the last row and column). Default: 'constant'.
 
     Returns:
         Tensor: Shape (B, C, ceil(H / m) * m, ceil(W / m) * m).
     """
     height, width = maps.shape[-2:]
-    # As ceil(n / m) * m - n rather than -n % m: the padded size is then ceil(n / m) * m itself,
-    # so the symbolic sizes of the later stages stay short expressions when exported.
+    # Not -n % m: the padded size is then ceil(n / m) * m itself, so later stages' exported sizes stay short.
     pad_height = (height + multiple - 1) // multiple * multiple - height
     pad_width = (width + multiple - 1) // multiple * multiple - width
     if _known_zero(pad_height) and _known_zero(pad_width):
@@ -44,10 +37,8 @@ def pad_to_multiple(maps: Tensor, multiple: int, mode: str = 'constant') -> Tens
 def _known_zero(size) -> bool:
     """Whether a size is certainly 0 without a guard on it.
 
-    True for an int 0. A symbolic size (``torch.export``) is only known when
-    its expression is zero for every input, so an exported graph keeps a pad
-    that is 0 at the example's size; a size traced by ``torch.jit.trace``
-    (a tensor) is never known.
+    True for an int 0; for a symbolic size (``torch.export``) only when zero for every input, so an exported
+    graph keeps a pad that is 0 at the example's size; never for a ``torch.jit.trace`` size (a tensor).
     """
     return not isinstance(size, Tensor) and statically_known_true(size == 0)
 
@@ -55,10 +46,9 @@ def _known_zero(size) -> bool:
 def averaging_matrix(length: int, size: int, like: Tensor) -> Tensor:
     """The (size, length) matrix that averages an axis of ``length`` onto ``size`` cells.
 
-    Row i averages [floor(i n / P), ceil((i + 1) n / P)), the windows of
-    ``F.adaptive_avg_pool2d``. Built from ``length`` with tensor arithmetic,
-    so that it follows a symbolic size; for an int length it is built once
-    (every layer of a training step pools grids of the same few sizes).
+    Row i averages [floor(i n / P), ceil((i + 1) n / P)), the windows of ``F.adaptive_avg_pool2d``. Built with tensor
+    arithmetic to follow a symbolic size. Cached for an int length (a training step pools few sizes), but not under
+    torch.compile or torch.export: a cache filled while tracing would hand fake tensors to later forwards.
 
     Args:
         length (int): n, the axis length (an int or a symbolic size).
@@ -68,8 +58,6 @@ def averaging_matrix(length: int, size: int, like: Tensor) -> Tensor:
     Returns:
         Tensor: Shape (P, n); each row is 1 / window length inside its window, 0 elsewhere.
     """
-    # Not cached while torch.compile or torch.export traces: a traced graph builds it from its (symbolic) size,
-    # and a cache filled with tracing (fake) tensors would hand them to later forwards.
     if isinstance(length, int) and not torch.compiler.is_compiling():
         return _cached_averaging_matrix(length, size, like.dtype, like.device)
     return _build_averaging_matrix(length, size, like.dtype, like.device)
@@ -87,8 +75,7 @@ def _build_averaging_matrix(length, size: int, dtype: torch.dtype, device: torch
 
 @functools.lru_cache(maxsize=256)
 def _cached_averaging_matrix(length: int, size: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """:func:`_build_averaging_matrix` for concrete sizes, built once per size, dtype and device."""
-    # A normal tensor even when first asked for under inference_mode, so that training can use it.
+    """:func:`_build_averaging_matrix` cached; never an inference tensor, so that training can reuse it."""
     with torch.inference_mode(False):
         return _build_averaging_matrix(length, size, dtype, device)
 
@@ -96,14 +83,9 @@ def _cached_averaging_matrix(length: int, size: int, dtype: torch.dtype, device:
 def adaptive_avg_pool(maps: Tensor, size: int) -> Tensor:
     """Averages an NCHW tensor onto a size x size grid (windows as ``F.adaptive_avg_pool2d``).
 
-    Cell i of an axis of length n averages [floor(i n / P), ceil((i + 1) n / P)).
-    Adaptive average pooling is linear and separable: the pooled grid is
-    A_H X A_W^T with the averaging matrices of :func:`averaging_matrix`. Both
-    layouts reduce W first, then H, with products that read the input
-    without a copy: on channels-last storage (the key/value cells pool
-    channels-last tokens through an NCHW view) (P, W) x (W, C) per row, on
-    contiguous NCHW (the DP loss) one (B C H, W) x (W, P) product. They run
-    in the input's dtype, also under autocast.
+    Linear and separable: A_H X A_W^T (:func:`averaging_matrix`), reducing W, then H, by products that read the input
+    without a copy: (P, W) x (W, C) per row on channels-last storage (the key/value cells), one (B C H, W) x (W, P) on
+    contiguous NCHW (the DP loss). In the input's dtype even under autocast (the DP loss pools float32 probabilities).
 
     Args:
         maps (Tensor): Shape (B, C, H, W).
@@ -115,7 +97,6 @@ def adaptive_avg_pool(maps: Tensor, size: int) -> Tensor:
     batch, channels, height, width = maps.shape
     rows = averaging_matrix(height, size, maps)
     cols = averaging_matrix(width, size, maps)
-    # Autocast would run the products in float16 (the DP loss pools float32 probabilities).
     with autocast_disabled(maps.device.type):
         if statically_known_true(maps.stride(1) == 1):
             tokens = maps.permute(0, 2, 3, 1).reshape(batch * height, width, channels)

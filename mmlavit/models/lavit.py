@@ -17,12 +17,13 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmlavit.registry import MODELS
-from mmlavit.utils import load_backbone_state_dict
 from .attention import AttentionResidual, LessAttention, VanillaAttention
 from .diagonality import DIAGONAL_FORMS, layer_dp_terms
+from .dp_collection import DPLossCollection, current_dp_collection
 from .errors import LaViTConfigError, LaViTInputError
 from .grid import pad_to_multiple
 from .mixffn import MixFFN
+from .pretrained import load_backbone_state_dict
 
 
 class LaViTLayer(BaseModule):
@@ -37,19 +38,15 @@ class LaViTLayer(BaseModule):
         less_attention (bool): An LA layer if True, else a VA layer.
         pool_size (int): Side of the pooled key grid.
         la_kernel (int): Kernel of Psi (LA layers only).
-        qkv_bias (bool): Bias of the query, key and value projections (the
-            pooled cells' own projection keeps its bias, as PVTv2's spatial
-            reduction does). Default: True.
+        qkv_bias (bool): Bias of the query, key and value projections. Default: True.
         drop_rate (float): Dropout after projections. Default: 0.
         attn_drop_rate (float): Dropout on attention probabilities. Default: 0.
         drop_path_rate (float): Stochastic depth of this layer. Default: 0.
         act_cfg (dict): Activation. Default: dict(type='GELU').
         norm_cfg (dict): Norm. Default: dict(type='LN').
-        with_cp (bool): Use checkpoint or not. Using checkpoint will save some
-            memory while slowing down the training speed. Default: False.
-        dp_diagonal (str): The form of the DP loss's L_diag (LA layers only;
-            see :func:`~mmlavit.models.diagonality.diagonal_loss`).
-            Default: 'log_ratio'.
+        with_cp (bool): Gradient checkpointing. Default: False.
+        dp_diagonal (str): The form of L_diag (LA layers only; see
+            :func:`~mmlavit.models.diagonality.diagonal_loss`). Default: 'log_ratio'.
         init_cfg (dict, optional): Initialization config. Default: None.
     """
 
@@ -221,25 +218,18 @@ class LaViT(BaseModule):
 
     A PyTorch implementation of `You Only Need Less Attention at Each Stage in
     Vision Transformers <https://arxiv.org/abs/2406.00427>`_ (CVPR 2024) as a
-    multi-scale backbone, as docs/design.md describes it: every layer
-    attends from all N query tokens to a fixed P x P grid of pooled key cells,
-    so cost is linear in pixels at any input size. Each stage starts with VA
-    layers (full query/key attention) and continues with LA layers, which only
-    project values and re-parameterise the previous layer's scores with a
-    K x K map over keys (Theta) and a depthwise conv over the query grid (Psi).
-    An attention residual carries the last scores of a stage into the first VA
-    layer of the next one.
+    multi-scale backbone (docs/design.md): every layer attends from all N
+    query tokens to a fixed P x P grid of pooled key cells. Each stage starts
+    with VA layers (query/key attention) and continues with LA layers, which
+    re-parameterise the previous layer's scores with a K x K map over keys
+    (Theta) and a depthwise conv over the query grid (Psi). An attention
+    residual carries the last scores of a stage into the next one.
 
-    A training forward that records gradients (train mode, ``dp_weight > 0``,
-    an LA layer in an unfrozen stage, grad mode on) also computes the
-    diagonality-preserving loss of the LA layers, ``dp_weight * L_DP`` (zero
-    when no LA layer's query grid holds the P x P cells), and holds it;
-    :meth:`pop_dp_loss` hands it over. While a consumer collects it (the
-    ``mmlavit.DPLossHook``, through :func:`mmlavit.attach_dp_loss`, during
-    each ``mode='loss'`` forward of the model), the terms of every backbone
-    forward inside that model forward are summed, as the task losses of two
-    views or branches are; a forward under ``torch.no_grad()`` (a teacher)
-    adds nothing. The return value is always just the tuple of NCHW features.
+    A training forward with gradients (train mode, grad mode, ``dp_weight >
+    0``, an LA layer in an unfrozen stage) also adds ``dp_weight * L_DP`` of
+    its LA layers to the open DP loss collection (:func:`mmlavit.collect_dp_loss`,
+    which ``mmlavit.DPLossHook`` opens around each ``mode='loss'`` forward);
+    it returns only the tuple of NCHW features.
 
     Args:
         arch (str | dict): 't', 's', 'b' (or 'tiny', 'small', 'base') or a
@@ -261,8 +251,7 @@ class LaViT(BaseModule):
         out_indices (Sequence[int]): Stages whose outputs are returned.
             Default: (0, 1, 2, 3).
         qkv_bias (bool): Bias of the query, key and value projections (the
-            pooled cells' own projection keeps its bias, as PVTv2's spatial
-            reduction does). Default: True.
+            pooled cells' own projection keeps its bias, as PVTv2's). Default: True.
         drop_rate (float): Dropout rate, in [0, 1). Default: 0.
         attn_drop_rate (float): Attention dropout rate, in [0, 1). Default: 0.
         drop_path_rate (float): Stochastic depth rate, in [0, 1), spread
@@ -276,11 +265,10 @@ class LaViT(BaseModule):
             0 freezes the stem only, -1 means not freezing any parameters.
             Default: -1.
         norm_eval (bool): Keep BatchNorm layers in eval mode during training,
-            as mmdet's backbones offer it; LaViT's norms are LayerNorms, which
-            have no running statistics, so this changes nothing in LaViT
-            itself. Default: False.
-        with_cp (bool): Use checkpoint or not. Using checkpoint will save some
-            memory while slowing down the training speed. Default: False.
+            as mmdet's backbones offer it (LaViT's own norms are LayerNorms).
+            Default: False.
+        with_cp (bool): Gradient checkpointing: less memory, slower training.
+            Default: False.
         init_cfg (dict | list[dict], optional): Initialization config, e.g.
             ``dict(type='Pretrained', checkpoint='lavit_s.pth', prefix='backbone.')``,
             or a list of initialisers as mmengine takes them. Default: None
@@ -346,7 +334,7 @@ class LaViT(BaseModule):
         self.embed_dims = self.arch_settings['embed_dims']
 
         depths = self.arch_settings['depths']
-        drop_path_rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        drop_path_rates = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
         layer_kwargs = dict(pool_size=pool_size, la_kernel=la_kernel, qkv_bias=qkv_bias,
                             drop_rate=drop_rate, attn_drop_rate=attn_drop_rate, act_cfg=act_cfg,
                             with_cp=with_cp, dp_diagonal=dp_diagonal)
@@ -369,12 +357,14 @@ class LaViT(BaseModule):
                 norm_cfg=norm_cfg))
             channels, heads = self.embed_dims[index], self.arch_settings['num_heads'][index]
 
-        self._dp_loss = None
-        self._dp_terms = []  # the (L_sym, L_diag) of the forwards summed into _dp_loss
-        self._collecting_dp_loss = False
-        self._warned_unconsumed = False
         # Before any wrapper (DDP registers the parameters that need gradients when it wraps).
         self._freeze_stages()
+
+    @property
+    def arch_name(self) -> Optional[str]:
+        """The name of the shipped arch this LaViT is built with, or None for a custom arch."""
+        settings = {key: list(value) for key, value in self.arch_settings.items()}
+        return next((name for name, arch in self.arch_zoo.items() if settings == arch), None)
 
     @staticmethod
     def _resolve_out_indices(out_indices, num_stages):
@@ -416,18 +406,14 @@ class LaViT(BaseModule):
         return init_cfg
 
     def init_weights(self):
-        """Initialises every layer from scratch, then applies ``init_cfg`` on top.
+        """Initialises every layer from scratch (:meth:`init_from_scratch`), then applies ``init_cfg`` on top.
 
-        From scratch, every layer starts as PVTv2 initialises its counterpart
-        (see :meth:`init_from_scratch`). Then the init_cfg's initialisers other
-        than ``Pretrained`` (a dict or a list, as mmengine takes them) are
-        applied, e.g. ``dict(type='TruncNormal', layer='Linear', std=0.02,
-        bias=0.)`` gives every linear layer the ViT initialisation. Last, as in
-        mmengine, a ``Pretrained`` entry loads its checkpoint: the weights it
-        has replace the initialised ones, and layers it lacks keep LaViT's
-        own initialisation (the log lists them). A ``Pretrained`` entry whose
-        checkpoint is None (the shipped configs' default) trains from scratch,
-        with a log line saying so.
+        The init_cfg's initialisers other than ``Pretrained`` apply first (e.g.
+        ``dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.)``, ViT's
+        init); last, as in mmengine, a ``Pretrained`` checkpoint replaces the
+        weights it has, and layers it lacks keep LaViT's own init (the log lists
+        them). Without a checkpoint (the shipped configs' default) a log line
+        says that training starts from scratch.
         """
         logger = MMLogger.get_current_instance()
         entries = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg] if self.init_cfg else []
@@ -445,15 +431,12 @@ class LaViT(BaseModule):
         self._is_init = True
 
     def init_from_scratch(self):
-        """Initialises every layer as PVTv2 initialises its counterpart.
+        """Initialises every layer as PVTv2 initialises its counterpart (docs/design.md, "Initialisation").
 
-        Linear layers: truncated normal, std 0.02. The MixFFN's two linear
-        layers are 1x1 convolutions in PVTv2's and SegFormer's MixFFN, and like
-        every convolution they start normal with std sqrt(2 / fan_out): with the
-        0.02 init each FFN branch would start as a small fraction of its input,
-        leaving the network close to its linear stem, and a detector trained from scratch learns far more slowly
-        (docs/design.md, "Initialisation"). LayerNorms: 1 and 0. The LA
-        transforms start as the identity, the attention residual as an average.
+        Linear layers: truncated normal, std 0.02, but the MixFFN's two, which
+        are 1x1 convolutions in PVTv2, start as every convolution: normal, std
+        sqrt(2 / fan_out). LayerNorms: 1 and 0. The LA transforms start as the
+        identity, the attention residual as an average.
         """
         for module in self.modules():
             if isinstance(module, nn.Linear):
@@ -550,83 +533,40 @@ class LaViT(BaseModule):
             tuple[Tensor]: NCHW features of the stages in ``out_indices``.
         """
         self._check_input(x)
-        with_dp = (self.training and torch.is_grad_enabled() and self.dp_weight > 0
-                   and self._has_trainable_la_layers())
+        collection = self._dp_collection()
         outs, dp_terms = [], []
         scores, hw = None, None
         for index, stage in enumerate(self.stages):
             # A frozen stage's DP terms have nothing to train.
-            tokens, scores, stage_dp_terms = stage(x, scores, hw, with_dp and index >= self.frozen_stages)
+            with_dp = collection is not None and index >= self.frozen_stages
+            tokens, scores, stage_dp_terms = stage(x, scores, hw, with_dp)
             dp_terms.extend(stage_dp_terms)
             hw = tokens.shape[1:3]
             x = tokens.permute(0, 3, 1, 2)
             if index in self.out_indices:
                 outs.append(x.contiguous())
-        if with_dp:
+        if collection is not None:
             # Zero when every LA layer's grid was smaller than the cells: loss_dp stays in the loss
             # dict at every input size.
             terms = torch.stack(dp_terms).mean(dim=0) if dp_terms else None
-            self._hold_dp_loss(x.new_zeros(()) if terms is None else self.dp_weight * terms.sum(), terms)
+            collection.add(x.new_zeros(()) if terms is None else self.dp_weight * terms.sum(), terms)
         return tuple(outs)
 
-    def _has_trainable_la_layers(self) -> bool:
-        return any(layer.less_attention for stage in self.stages[max(self.frozen_stages, 0):]
-                   for layer in stage.layers)
-
-    def start_dp_collection(self):
-        """Sums the DP terms of the coming forwards until :meth:`pop_dp_loss` (a consumer calls this).
-
-        A term that an earlier forward left unconsumed is dropped (with a
-        one-time warning).
-        """
-        self._discard_unconsumed_dp_loss()
-        self._collecting_dp_loss = True
-
-    def pop_dp_loss(self, return_terms: bool = False):
-        """Hands over the held ``dp_weight * L_DP``, once, and ends a collection.
-
-        Args:
-            return_terms (bool): Also return its unweighted parts.
-
-        Returns:
-            Tensor | None: A scalar with its graph: the term of the last
-            training forward, or while collecting, the sum over the forwards
-            since :meth:`start_dp_collection` (zero when no LA layer's grid
-            held the cells). None when no forward computed one (eval mode,
-            no grad, ``dp_weight=0``, no LA layer in an unfrozen stage, or
-            already popped). With ``return_terms``, a pair: that and
-            ``dict(dp_sym=L_sym, dp_diag=L_diag)``, detached, each the mean
-            over the LA layers (and over the forwards summed), or None when
-            no LA layer's grid held the cells.
-        """
-        dp_loss, self._dp_loss = self._dp_loss, None
-        terms, self._dp_terms = self._dp_terms, []
-        self._collecting_dp_loss = False
-        if not return_terms:
-            return dp_loss
-        if not terms:
-            return dp_loss, None
-        sym, diag = torch.stack(terms).mean(dim=0).unbind()
-        return dp_loss, dict(dp_sym=sym, dp_diag=diag)
-
-    def _hold_dp_loss(self, dp_loss: Tensor, terms: Optional[Tensor]):
-        if not (self._collecting_dp_loss and self._dp_loss is not None):
-            self._discard_unconsumed_dp_loss()
-        self._dp_loss = dp_loss if self._dp_loss is None else self._dp_loss + dp_loss
-        if terms is not None:
-            self._dp_terms.append(terms.detach())
-
-    def _discard_unconsumed_dp_loss(self):
-        if self._dp_loss is None:
-            return
-        self._dp_loss, self._dp_terms = None, []
-        if not self._warned_unconsumed:
-            self._warned_unconsumed = True
+    def _dp_collection(self) -> Optional[DPLossCollection]:
+        """The collection this forward adds its DP loss to, or None: then it computes none (and warns, once
+        per process as Python warns, when it would have computed one but no collection is open)."""
+        if not (self.training and torch.is_grad_enabled() and self.dp_weight > 0
+                and any(layer.less_attention for stage in self.stages[max(self.frozen_stages, 0):]
+                        for layer in stage.layers)):
+            return None
+        collection = current_dp_collection()
+        if collection is None:
             warnings.warn(
-                'LaViT computed a diagonality-preserving loss that nothing consumed, so it is not '
-                'trained. Add `custom_hooks = [dict(type=\'mmlavit.DPLossHook\')]` to the config (or '
-                'call mmlavit.attach_dp_loss(model)), or set `model.backbone.dp_weight=0` to skip it.',
-                UserWarning, stacklevel=3)
+                'LaViT\'s diagonality-preserving loss is not trained: no DP loss collection is open. Add '
+                '`custom_hooks = [dict(type=\'mmlavit.DPLossHook\')]` to the config (or call '
+                'mmlavit.attach_dp_loss(model), or run the forward inside `with mmlavit.collect_dp_loss():`), '
+                'or set `model.backbone.dp_weight=0` to skip it.', UserWarning, stacklevel=2)
+        return collection
 
 
 def _is_number(value) -> bool:

@@ -13,14 +13,10 @@ from .precision import autocast_disabled
 class DWConvGELULinear(torch.autograd.Function):
     """Depthwise conv, GELU and a linear layer that save only the conv's input for backward.
 
-    Autograd would keep three hidden maps per MixFFN (the conv's input, the
-    GELU's input and the linear layer's input); this keeps the first and
-    recomputes the conv and the GELU in the backward pass. The GELU runs in
-    place in both passes, so each pass allocates no more hidden maps than
-    autograd's, and the backward pass holds at most three at a time. The
-    recomputation runs in the dtypes of the forward pass (so it matches under
-    autocast), and the tensors kept go through ``save_for_backward`` (so
-    ``torch.utils.checkpoint`` can pack them).
+    Autograd would keep three hidden maps (the inputs of the conv, the GELU and the linear layer); this keeps the first
+    and recomputes the conv and the GELU in backward. With the GELU in place, no pass allocates more hidden maps than
+    autograd's (backward holds at most three). The recomputation runs in the forward pass's dtypes (so it matches under
+    autocast); ``save_for_backward`` lets ``torch.utils.checkpoint`` pack the kept tensors.
 
     Args:
         hidden (Tensor): The conv's input, channels-last (B, H, W, R).
@@ -65,24 +61,16 @@ class DWConvGELULinear(torch.autograd.Function):
                 False, [0, 0], groups, [True, True, True])
         # The weight's gradient in the weight's strides (DDP's gradient buckets expect them).
         grad_conv_weight = grad_conv_weight.to(conv_weight.dtype, memory_format=torch.contiguous_format)
-        return (grad_hidden.permute(0, 2, 3, 1).to(hidden.dtype), grad_conv_weight,
-                grad_conv_bias.to(conv_bias.dtype), grad_fc_weight.to(fc_weight.dtype),
-                grad_fc_bias.to(fc_weight.dtype), None, None)
+        return (grad_hidden.permute(0, 2, 3, 1).to(hidden.dtype), grad_conv_weight, grad_conv_bias.to(conv_bias.dtype),
+                grad_fc_weight.to(fc_weight.dtype), grad_fc_bias.to(fc_weight.dtype), None, None)
 
 
 class MixFFN(BaseModule):
     """Linear, 3x3 depthwise conv, activation, linear (as in SegFormer / PVTv2).
 
-    The depthwise convolution carries position, so LaViT needs no position
-    embedding. It runs on the NCHW view of channels-last tokens, so no copy is
-    made between the linear layers and the convolution.
-
-    A training forward that records gradients, with a GELU and no active
-    dropout, runs the conv, GELU and second linear layer as
-    :class:`DWConvGELULinear`, which keeps one hidden map for the backward
-    pass instead of three; outputs and gradients are those of the plain
-    computation. Inference, other activations, dropout and torch.compile take
-    the plain path.
+    The depthwise conv carries position (LaViT has no position embedding) and runs on the NCHW view of channels-last
+    tokens. Training forwards with gradients, a GELU and no active dropout run as :class:`DWConvGELULinear` (same
+    results, one hidden map kept instead of three), except under torch.compile, which picks what to keep itself.
 
     Args:
         embed_dims (int): Channels C.
@@ -106,7 +94,6 @@ class MixFFN(BaseModule):
 
     def forward(self, x: Tensor) -> Tensor:
         hidden = self.fc1(x)
-        # Under torch.compile the compiler chooses what to keep for backward itself.
         if (self.training and torch.is_grad_enabled() and isinstance(self.act, nn.GELU)
                 and self.drop.p == 0 and not torch.compiler.is_compiling()):
             conv = self.dwconv

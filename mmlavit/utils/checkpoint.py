@@ -1,75 +1,68 @@
-"""Loading checkpoints without running code from them.
+"""Loading checkpoints through mmengine's own loaders without running code from them.
 
-torch unpickles with ``weights_only=True``: tensors, containers, numbers and
-strings, and any other class or function only where the load allows it by
-name. Checkpoints written by mmengine, mmdet, mmseg and mmpretrain also hold
-mmengine's ``HistoryBuffer`` (the message hub's logged scalars) and numpy
-arrays, dtypes and scalars: :data:`SAFE_GLOBALS` allows exactly those, during
-this module's loads only. Importing mmlavit routes every scheme of mmengine's
-``CheckpointLoader`` through :func:`load_file_safely` (local files through
-:func:`load_from_local`, URLs and model-zoo names through
-:mod:`mmlavit.utils.remote_checkpoint`), so ``load_from``, resume, ``init_cfg``
-Pretrained, ``init_detector`` and the tools all load that way.
-
-A file that needs anything else is refused with :class:`UntrustedCheckpointError`
-before any of it runs. A file the user vouches for is named (by path or URL) in
-the environment variable ``MMLAVIT_TRUSTED_CHECKPOINTS`` and is then unpickled
-in full.
+torch unpickles with ``weights_only=True`` unless told otherwise; what
+mmengine, mmdet, mmseg and mmpretrain write also needs :data:`SAFE_GLOBALS`
+(mmengine's ``HistoryBuffer``, numpy arrays, dtypes and scalars).
+:func:`register_safe_checkpoint_loaders`, run by ``import mmlavit``, wraps
+every scheme loader of mmengine's ``CheckpointLoader`` (paths, URLs and
+model-zoo names, pavi, s3) so that torch's allowlist holds them during its
+load and a refused file is an :class:`UntrustedCheckpointError`, and routes
+mmengine's download path (``load_url``, which unpickles in full) through
+:func:`load_url`. A file named (by path, URL or model-zoo name) in
+``MMLAVIT_TRUSTED_CHECKPOINTS`` is unpickled in full.
 """
+import http.client
 import logging
 import os
 import os.path as osp
 import pickle
 import re
 import threading
+import warnings
 import zipfile
 from collections import OrderedDict
 from contextlib import contextmanager
-from typing import List, Sequence
+from functools import wraps
+from hashlib import sha256
+from typing import Sequence
+from urllib.error import HTTPError, URLError
+from urllib.parse import urlparse
 
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer, print_log
+from mmengine.runner import checkpoint as mmengine_checkpoint
+from mmengine.runner.checkpoint import CheckpointLoader
 
-#: Paths and URLs (separated by ``os.pathsep``) of checkpoints to unpickle in full, code included.
+#: Paths, URLs and model-zoo names (separated by ``os.pathsep``) of checkpoints to unpickle in full, code included.
 TRUST_ENV = 'MMLAVIT_TRUSTED_CHECKPOINTS'
-
-# HistoryBuffer's default statistics methods, which it pickles with its state.
-_HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
-_NUMERIC_DTYPES = (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
-                   np.float16, np.float32, np.float64)
+#: ``name-<hex>.ext``: the hex digits (8 to 64) start the file's SHA-256, as torch.hub names its downloads.
+HASH_IN_NAME = re.compile(r'-([0-9a-f]{8,64})\.[^-]+$')
 
 
 def _history_buffer_statistic(owner, name):
-    """``getattr`` as far as mmengine's checkpoints use it: a statistics method of HistoryBuffer.
-
-    Pickle protocol 2 (torch.save's) writes a method as ``getattr(class, name)``.
-    """
-    if owner is not HistoryBuffer or name not in _HISTORY_BUFFER_STATISTICS:
+    """``getattr`` as pickle writes a method: a statistics method of HistoryBuffer, pickled with its state."""
+    if owner is not HistoryBuffer or name not in ('min', 'max', 'current', 'mean'):
         raise pickle.UnpicklingError(f'getattr({owner!r}, {name!r}) is not allowed in a checkpoint')
     return getattr(HistoryBuffer, name)
 
 
-try:
-    from numpy._core import multiarray as _multiarray
-except ImportError:  # numpy < 2
-    from numpy.core import multiarray as _multiarray
-#: What a checkpoint may hold beyond torch's own allowlist: what the tests find in real mmengine, mmdet,
-#: mmseg and mmpretrain checkpoints (tests/test_checkpoint_safety.py).
+_multiarray = (np._core if hasattr(np, '_core') else np.core).multiarray  # numpy >= 2, numpy < 2
+#: What a checkpoint may hold beyond torch's own allowlist: what real mmengine, mmdet, mmseg and mmpretrain
+#: checkpoints hold (tests/test_checkpoint_safety.py checks one of each).
 SAFE_GLOBALS = [
-    HistoryBuffer,
-    (_history_buffer_statistic, 'builtins.getattr'),
-    np.ndarray,
-    np.dtype,
-    # numpy >= 2 writes these functions as numpy._core.multiarray.*, numpy < 2 as numpy.core.multiarray.*:
-    # either numpy reads both.
+    HistoryBuffer, (_history_buffer_statistic, 'builtins.getattr'), np.ndarray, np.dtype,
+    # numpy >= 2 writes these as numpy._core.multiarray.*, numpy < 2 as numpy.core.multiarray.*: either reads both.
     *((function, f'numpy.{core}.multiarray.{function.__name__}')
       for function in (_multiarray._reconstruct, _multiarray.scalar) for core in ('_core', 'core')),
-    # A dtype is unpickled as an instance of its class (HistoryBuffer's are float64 and int64); all
-    # numeric widths are allowed alike, object and other non-numeric dtypes are not.
-    *(type(np.dtype(numeric)) for numeric in _NUMERIC_DTYPES),
+    # A dtype unpickles as an instance of its class: every numeric width, no object or other dtype.
+    *(type(np.dtype(numeric)) for numeric in (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8,
+                                              np.uint16, np.uint32, np.uint64, np.float16, np.float32, np.float64)),
 ]
-_ALLOWLIST_LOCK = threading.Lock()
+# torch's allowlist and environment are the process's: one load changes them at a time.
+_LOCK = threading.RLock()
+# The names of the checkpoint being loaded, outermost first (a model-zoo name, its URL, the downloaded file).
+_names = ()
 
 
 class CheckpointError(RuntimeError):
@@ -84,20 +77,46 @@ class IncompleteCheckpointError(CheckpointError):
     """A checkpoint file that stops before its end."""
 
 
+class CheckpointMismatchError(CheckpointError, ValueError):
+    """A checkpoint whose weights do not fit the model."""
+
+
+def is_trusted(name: str) -> bool:
+    """Whether ``MMLAVIT_TRUSTED_CHECKPOINTS`` names the checkpoint: a path (as the same file) or a URL (as
+    written)."""
+    named = os.environ.get(TRUST_ENV, '')
+    if '://' in name:  # a URL holds os.pathsep (':') itself: it is found whole, between separators
+        separator = re.escape(os.pathsep)
+        return re.search(f'(?:^|{separator}){re.escape(name)}(?:{separator}|$)', named) is not None
+    paths = {osp.realpath(osp.expanduser(path)) for path in named.split(os.pathsep) if path and '://' not in path}
+    return osp.realpath(osp.expanduser(name)) in paths
+
+
+def _trusted(names: Sequence[str]) -> bool:
+    trusted_as = next((name for name in names if is_trusted(name)), None)
+    if trusted_as:
+        print_log(f'{TRUST_ENV} names {trusted_as}: unpickling it in full, code included', logger='current',
+                  level=logging.WARNING)
+    return trusted_as is not None
+
+
 @contextmanager
-def _allowlist():
-    """Lets torch's weights-only unpickler build :data:`SAFE_GLOBALS` inside the block."""
-    with _ALLOWLIST_LOCK:
-        # safe_globals forgets on exit what it was given: leave out what the process allowed itself.
-        allowed = set(torch.serialization.get_safe_globals())
-        with torch.serialization.safe_globals([item for item in SAFE_GLOBALS if item not in allowed]):
-            yield
-
-
-def unsafe_globals(filename: str) -> List[str]:
-    """The globals (``module.name``) the checkpoint names that neither torch nor :data:`SAFE_GLOBALS` allows."""
-    with _allowlist():
-        return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(filename))
+def _unpickling(trusted: bool):
+    """Inside: weights-only loads allow :data:`SAFE_GLOBALS` too; if ``trusted``, the loads that do not choose
+    (mmengine's) unpickle in full."""
+    force = 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'
+    before = os.environ.get(force)
+    with _LOCK, warnings.catch_warnings():
+        allowed = set(torch.serialization.get_safe_globals())  # safe_globals forgets them on exit
+        if trusted:
+            os.environ[force] = '1'
+            warnings.filterwarnings('ignore', message=f'Environment variable {force} detected')
+        try:
+            with torch.serialization.safe_globals([item for item in SAFE_GLOBALS if item not in allowed]):
+                yield
+        finally:
+            if trusted:
+                os.environ.pop(force) if before is None else os.environ.update({force: before})
 
 
 def is_incomplete_checkpoint(filename: str) -> bool:
@@ -113,114 +132,125 @@ def incomplete_checkpoint_message(filename: str, fix: str) -> str:
             f'bytes), as when a run is killed while writing it or a copy is cut short. {fix}')
 
 
-def is_trusted(name: str) -> bool:
-    """Whether :data:`TRUST_ENV` names the checkpoint: a path (as the same file) or a URL (as written)."""
-    named = os.environ.get(TRUST_ENV, '')
-    if '://' in name:
-        # A URL holds os.pathsep (':') itself: it is found whole, between separators.
-        separator = re.escape(os.pathsep)
-        return re.search(f'(?:^|{separator}){re.escape(name)}(?:{separator}|$)', named) is not None
-    paths = {osp.realpath(osp.expanduser(path)) for path in named.split(os.pathsep) if path and '://' not in path}
-    return osp.realpath(osp.expanduser(name)) in paths
-
-
 def _reason(error: Exception) -> str:
     """What failed: the last paragraph of the error's message before torch's general advice."""
     paragraphs = [text.strip() for text in str(error).split('Check the documentation')[0].split('\n\n')]
     return ([text for text in paragraphs if text] or [''])[-1]
 
 
-def _untrusted(filename: str, name: str, needs: str) -> UntrustedCheckpointError:
-    where = f' ({filename})' if name != filename else ''
-    trust = name if '://' in name else osp.abspath(name)
-    return UntrustedCheckpointError(
-        f'checkpoint {name} was not loaded: unpickling it needs {needs}, and checkpoints are only loaded '
-        f'with tensors, containers, numbers, strings, numpy arrays and mmengine\'s HistoryBuffer, so that '
-        f'loading one cannot run code from the file{where}.\n'
-        f'  If you trust this file (you wrote it, or its source is one you would run code from), name it in '
-        f'the environment: {TRUST_ENV}={trust}\n'
-        f'  Its pickle is then loaded in full, code included (README: "Checkpoints and safety").')
-
-
-def _load_error(filename: str, name: str, error: Exception, trusted: bool) -> Exception:
-    """What a failed load raises: an incomplete file, a refusal, a file that is no checkpoint, or ``error``."""
-    if isinstance(error, EOFError) or is_incomplete_checkpoint(filename):
-        fix = ('Load an earlier checkpoint, or copy the file again.' if name == filename else
+def _load_error(names: Sequence[str], error: Exception, trusted: bool) -> Exception:
+    """What a failed load raises: a refusal, an incomplete file, a file that is no checkpoint, or ``error``."""
+    name, local = names[0], next((name for name in reversed(names) if osp.isfile(name)), None)
+    fetched = f' (fetched to {local})' if local and local != name else ''
+    needs = re.search(r'GLOBAL (\S+)', str(error))
+    if isinstance(error, pickle.UnpicklingError) and not trusted and (needs or local and zipfile.is_zipfile(local)):
+        return UntrustedCheckpointError(
+            f'checkpoint {name} was not loaded: unpickling it needs {needs.group(1) if needs else _reason(error)}, '
+            f'and checkpoints are only loaded with tensors, containers, numbers, strings, numpy arrays and '
+            f'mmengine\'s HistoryBuffer, so that loading one cannot run code from the file{fetched}.\n'
+            f'  If you trust this file (you wrote it, or its source is one you would run code from), name it in '
+            f'the environment: {TRUST_ENV}={name if "://" in name else osp.abspath(name)}\n'
+            f'  Its pickle is then loaded in full, code included (README: "Checkpoints and safety").')
+    if local and (isinstance(error, EOFError) or is_incomplete_checkpoint(local)):
+        fix = ('Load an earlier checkpoint, or copy the file again.' if local == name else
                f'It was fetched from {name}: delete it and load {name} again.')
-        return IncompleteCheckpointError(incomplete_checkpoint_message(filename, fix))
-    archive = zipfile.is_zipfile(filename)  # torch.save's format; older torch wrote a bare pickle stream
-    if isinstance(error, pickle.UnpicklingError) and not trusted:
-        if archive:
-            return _untrusted(filename, name, ', '.join(unsafe_globals(filename)) or _reason(error))
-        found = re.search(r'unsupported (?:global: )?GLOBAL (\S+)', str(error), re.IGNORECASE)
-        if found:
-            return _untrusted(filename, name, found.group(1))
-    where = f' ({filename})' if name != filename else ''
-    return error if archive else CheckpointError(
-        f'{name}{where} is not a checkpoint torch can read ({type(error).__name__}: {_reason(error)})')
+        return IncompleteCheckpointError(incomplete_checkpoint_message(local, fix))
+    if local and not zipfile.is_zipfile(local):
+        return CheckpointError(f'{name}{fetched} is not a checkpoint torch can read '
+                               f'({type(error).__name__}: {_reason(error)})')
+    return error
 
 
-def load_file_safely(filename: str, map_location=None, sources: Sequence[str] = ()):
-    """Unpickles a checkpoint file with :data:`SAFE_GLOBALS`, or in full when :data:`TRUST_ENV` names it.
+def _loaded_safely(loader):
+    """mmengine's scheme ``loader``, unpickling as :func:`_unpickling` says, failing as :func:`_load_error` says."""
 
-    Args:
-        filename (str): The local file.
-        map_location: As for :func:`torch.load`. Default: None.
-        sources (Sequence[str]): The names the file was fetched by (a URL, a
-            model-zoo name). Messages name the first; naming any of them, or
-            the file, in :data:`TRUST_ENV` trusts it. Default: none.
+    @wraps(loader)
+    def load(filename, map_location=None):
+        global _names
+        with _LOCK:
+            outer, _names = _names, _names + (str(filename), )
+            trusted = _trusted(_names)
+            try:
+                with _unpickling(trusted):
+                    return loader(filename, map_location)
+            except CheckpointError:
+                raise
+            except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+                raise _load_error(_names, error, trusted) from None
+            finally:
+                _names = outer
 
-    Returns:
-        The checkpoint (usually a dict).
-
-    Raises:
-        UntrustedCheckpointError: The file needs a global outside the allowlist.
-        IncompleteCheckpointError: The file stops before its end.
-        CheckpointError: The file is not a checkpoint torch can read.
-    """
-    name = sources[0] if sources else filename
-    trusted_as = next((candidate for candidate in (*sources, filename) if is_trusted(candidate)), None)
-    if trusted_as:
-        print_log(f'{TRUST_ENV} names {trusted_as}: unpickling it in full, code included', logger='current',
-                  level=logging.WARNING)
-    try:
-        with _allowlist():
-            return torch.load(filename, map_location=map_location, weights_only=trusted_as is None)
-    except Exception as error:  # which one torch raises depends on where the file goes wrong
-        raise _load_error(filename, name, error, trusted_as is not None) from None
+    load.loads_safely = True
+    return load
 
 
-def load_from_local(filename: str, map_location=None):
-    """Loads a local checkpoint without running code from it: mmengine's local loader, made safe.
+def _check_hash(filename: str, url: str) -> None:
+    """Removes the file and raises when its name carries a hash its content does not have."""
+    expected = HASH_IN_NAME.search(osp.basename(filename))
+    if expected is None:
+        return
+    digest = sha256()
+    with open(filename, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            digest.update(chunk)
+    if not digest.hexdigest().startswith(expected.group(1)):
+        os.remove(filename)
+        raise CheckpointError(
+            f'checkpoint {url} was not loaded: its name says its SHA-256 starts with {expected.group(1)}, the '
+            f'downloaded file\'s is {digest.hexdigest()}, so it is damaged or not the file the name promises; '
+            f'{filename} was removed. Load it again, or download the file and pass its local path.')
 
-    The file is unpickled with ``weights_only=True`` and :data:`SAFE_GLOBALS`;
-    one that ``MMLAVIT_TRUSTED_CHECKPOINTS`` names is unpickled in full.
 
-    Args:
-        filename (str): The checkpoint file.
-        map_location: As for :func:`torch.load`. Default: None.
+def load_url(url: str, model_dir=None, map_location=None, progress=True, check_hash=False, file_name=None):
+    """mmengine's ``load_url`` (its URL and model-zoo loaders download with it), made safe.
 
-    Returns:
-        The checkpoint (usually a dict).
+    Downloads into torch.hub's cache (or ``model_dir``) unless the file is there, checks the SHA-256 that its
+    name carries whatever ``check_hash`` says (removing a file that differs), and unpickles it weights-only, or in
+    full where ``MMLAVIT_TRUSTED_CHECKPOINTS`` names it, its URL or the name it was asked by.
 
     Raises:
-        FileNotFoundError: The file does not exist.
-        UntrustedCheckpointError: The file needs a global outside the allowlist.
-        IncompleteCheckpointError: The file stops before its end.
-        CheckpointError: The file is not a checkpoint torch can read.
+        CheckpointError: The URL names no file, the download failed, or the file lacks its name's hash.
     """
-    filename = osp.expanduser(filename)
+    global _names
+    name = _names[0] if _names else url
+    source = url if name == url else f'{name} ({url})'
+    basename = file_name or osp.basename(urlparse(url).path)
+    if not basename:
+        raise CheckpointError(f'checkpoint {source} names no file: a checkpoint URL ends with its file name')
+    model_dir = model_dir or osp.join(torch.hub.get_dir(), 'checkpoints')
+    filename = osp.join(model_dir, basename)
     if not osp.isfile(filename):
-        raise FileNotFoundError(f'checkpoint {filename} can not be found.')
-    return load_file_safely(filename, map_location)
+        os.makedirs(model_dir, exist_ok=True)
+        print_log(f'Downloading {url} to {filename}', logger='current')
+        try:
+            torch.hub.download_url_to_file(url, filename, progress=progress)
+        except (OSError, ValueError, http.client.HTTPException) as error:
+            reason = (f'HTTP {error.code} {error.reason}' if isinstance(error, HTTPError) else
+                      str(error.reason) if isinstance(error, URLError) else f'{type(error).__name__}: {error}')
+            raise CheckpointError(f'checkpoint {source} could not be downloaded ({reason}). Download the file and '
+                                  f'pass its local path instead.') from None
+    _check_hash(filename, name)
+    outer, _names = _names, _names + (url, filename)
+    trusted = any(map(is_trusted, outer)) or _trusted(_names)  # an outer name was announced already
+    try:
+        return torch.load(filename, map_location=map_location, weights_only=not trusted)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+        raise _load_error(_names, error, trusted) from None
+    finally:
+        _names = outer
+
+
+def register_safe_checkpoint_loaders() -> None:
+    """Wraps mmengine's own scheme loaders (a loader other code registered stays) and replaces its ``load_url``."""
+    for prefix, loader in list(CheckpointLoader._schemes.items()):
+        if loader.__module__ == mmengine_checkpoint.__name__ and not getattr(loader, 'loads_safely', False):
+            CheckpointLoader.register_scheme(prefixes=prefix, loader=_loaded_safely(loader), force=True)
+    mmengine_checkpoint.load_url = load_url
 
 
 def weights_of(checkpoint: dict) -> dict:
     """The state dict of a checkpoint: its ``state_dict`` or ``model`` entry, or the checkpoint itself."""
-    for entry in ('state_dict', 'model'):
-        if entry in checkpoint:
-            return checkpoint[entry]
-    return checkpoint
+    return next((checkpoint[entry] for entry in ('state_dict', 'model') if entry in checkpoint), checkpoint)
 
 
 def strip_prefix(state_dict: dict, prefix: str) -> OrderedDict:

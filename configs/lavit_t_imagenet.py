@@ -1,2 +1,0 @@
-# configs/lavit-t_16xb64_in1k.py under its short name.
-_base_ = './lavit-t_16xb64_in1k.py'

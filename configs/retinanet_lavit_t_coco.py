@@ -1,2 +1,0 @@
-# configs/retinanet_lavit-t_fpn_1x_coco.py under its short name.
-_base_ = './retinanet_lavit-t_fpn_1x_coco.py'
