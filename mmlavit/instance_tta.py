@@ -74,27 +74,10 @@ class InstanceSegTTAModel(DetTTAModel):
         results.bboxes = det_bboxes[:, :-1].clone()
         results.scores = det_bboxes[:, -1].clone()
         results.labels = merged_labels[keep_idxs]
-        results.masks = self._kept_masks(data_samples, keep_idxs)
+        # Every view's masks flipped back, in the order of the merged boxes, which keep_idxs indexes.
+        masks = torch.cat([flip_masks(view.masks, sample.flip_direction) if sample.flip else view.masks
+                           for view, sample in zip(views, data_samples)])
+        results.masks = masks[keep_idxs]
         merged = data_samples[0]
         merged.pred_instances = results
         return merged
-
-    @staticmethod
-    def _kept_masks(data_samples: List[DetDataSample], keep_idxs: Tensor) -> Tensor:
-        """The masks (k, H, W) of the kept boxes, each flipped back as its view's boxes are.
-
-        ``keep_idxs`` (k, ) indexes the views' boxes concatenated; the masks follow its order.
-        """
-        view_sizes = torch.tensor([len(data_sample.pred_instances) for data_sample in data_samples],
-                                  device=keep_idxs.device)
-        view_starts = view_sizes.cumsum(0) - view_sizes
-        view_of_kept = torch.repeat_interleave(view_sizes)[keep_idxs]
-        first_masks = data_samples[0].pred_instances.masks
-        masks = first_masks.new_zeros((len(keep_idxs), *first_masks.shape[1:]))
-        for view, data_sample in enumerate(data_samples):
-            in_view = view_of_kept == view
-            view_masks = data_sample.pred_instances.masks[keep_idxs[in_view] - view_starts[view]]
-            if data_sample.flip:
-                view_masks = flip_masks(view_masks, data_sample.flip_direction)
-            masks[in_view] = view_masks
-        return masks

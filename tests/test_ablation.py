@@ -71,9 +71,10 @@ def test_ablation_trains_measures_and_reuses(shapes_root, tmp_path):
     shares = [own_cell_colour_share(mmcv.imread(str(path))) for path in sorted(shapes_root.glob('val2017/*.jpg'))]
     assert report['own_cell_colour_share'] == pytest.approx(statistics.mean(shares))
     assert f'Own-cell colour share of the validation images: {statistics.mean(shares):.3f}' in process.stdout
-    config = (tmp_path / 'runs' / 'lavit-t' / 'seed0' / 'config.py').read_text()
+    # The config each run trains with, beside its work dir (the Runner writes its copy into the work dir).
+    config = (tmp_path / 'runs' / 'lavit-t' / 'seed0.py').read_text()
     assert "mmlavit.DPLossHook" in config and 'randomness = dict(seed=0)' in config
-    assert 'DPLossHook' not in (tmp_path / 'runs' / 'pvtv2-b1' / 'seed0' / 'config.py').read_text()
+    assert 'DPLossHook' not in (tmp_path / 'runs' / 'pvtv2-b1' / 'seed0.py').read_text()
 
     process = call_tool(*args)
     assert process.returncode == 0, process.stderr[-3000:]

@@ -16,9 +16,9 @@ from pycocotools.coco import COCO
 
 from mmlavit import attach_dp_loss
 from mmlavit.cli import ablation
+from mmlavit.cli.datasets import DatasetNotFoundError
 from mmlavit.cli.demo_data import OCCLUDED_SHAPE_CLASSES, make_coco_occluded_shapes
 from mmlavit.cli.demo_data.occluded import paint_shapes, visible_annotations
-from mmlavit.cli.runner import DatasetNotFoundError
 from mmlavit.cli.tool_process import REPO
 from test_protocol_configs import train_samples
 from tool_calls import call_tool

@@ -11,9 +11,10 @@ import torch
 from mmengine.config import DictAction
 from mmengine.registry import DATASETS, init_default_scope
 
+from mmlavit.cli.datasets import iter_datasets
 from mmlavit.cli.demo_data import ADE_SHAPES_CLASSES, SHAPE_CLASSES, make_coco_shapes, make_imagenet_shapes
 from mmlavit.cli.model_checks import ConfigError
-from mmlavit.cli.runner import build_model, iter_datasets, load_config
+from mmlavit.cli.runner import build_model, load_config
 from mmlavit.cli.testing import apply_tta
 from tool_calls import call_tool
 

@@ -217,10 +217,10 @@ def test_lavit_t_checkpoint_on_a_lavit_s_config(lavit_t_detector, coco_shapes, t
     assert snapshot(work_dir) == before
 
     # Training from it (load_from) stops the same way, before the first iteration.
-    process = call_tool('tools/train.py', DET_DEMO, '--work-dir', work_dir, *options,
+    process = call_tool('tools/train.py', DET_DEMO, '--work-dir', tmp_path / 'train', *options,
                         f'load_from={work_dir / "epoch_1.pth"}')
     assert 'does not fit the model' in user_error(process) and 'Epoch(train)' not in process.stdout
-    assert snapshot(work_dir) == before
+    assert snapshot(work_dir) == before and not (tmp_path / 'train').exists()
 
 
 def test_partial_checkpoint_loads_when_allowed(lavit_t_detector, coco_shapes, tmp_path):

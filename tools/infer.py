@@ -1,7 +1,7 @@
-"""Draw a detector's boxes and masks, a segmentor's class map or a classifier's class on an image
-(mmlavit/cli/infer.py).
+"""Draw a detector's boxes and masks, a segmentor's class map or a classifier's class on an image, or on each
+image of a folder (mmlavit/cli/infer.py).
 
-    python tools/infer.py IMAGE CONFIG CHECKPOINT --out DIR [--score-thr 0.3] [--device cpu]
+    python tools/infer.py IMAGE_OR_FOLDER CONFIG CHECKPOINT --out DIR [--score-thr 0.3] [--device cpu]
         [--allow-partial-checkpoint]
 """
 import mmlavit.cli.warning_filters  # noqa: F401  hides the warnings that say nothing to the user

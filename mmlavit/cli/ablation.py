@@ -72,10 +72,11 @@ from mmlavit.models.diagonality import REPORTED_DIAGONAL_FORM, layer_dp_terms
 from mmlavit.models.lavit import LaViT
 from .attention_analysis import capture_lavit, capture_multihead, consecutive_similarity, load_inputs
 from .cell_cues import own_cell_colour_share
+from .datasets import DatasetNotFoundError
 from .demo_data import make_coco_occluded_shapes, make_coco_shapes
 from .errors import ToolArgumentError
 from .flops import BACKBONES, build_backbone, count_flops
-from .runner import DatasetNotFoundError, build_model, load_config
+from .runner import build_model, load_config
 from .tool_process import REPO, run_tool
 
 DEFAULT_CONFIG = 'configs/ablation/mask_rcnn_fpn_shapes.py'
@@ -208,10 +209,12 @@ def measure_run(run_dir: Path, config: Path, val_images, config_text: str):
     return result
 
 
-def train_run(run_dir: Path, config: Path, cfg_options, threads: int):
-    """tools/train.py on the run's config; the log goes to run_dir/train.log."""
+def train_run(run_dir: Path, config: Path, cfg_options, threads: int, continue_run: bool):
+    """tools/train.py on the run's config, continuing its checkpoints with ``continue_run`` (else starting over);
+    the log goes to run_dir/train.log."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    process = run_tool('tools/train.py', config, '--work-dir', run_dir, '--cfg-options', *cfg_options, env=env)
+    process = run_tool('tools/train.py', config, '--work-dir', run_dir, '--resume' if continue_run else '--start-over',
+                       '--cfg-options', *cfg_options, env=env)
     (run_dir / 'train.log').write_text(process.stdout + process.stderr)
     if process.returncode != 0:
         raise RuntimeError(f'training {config} failed (exit code {process.returncode}); see '
@@ -337,7 +340,8 @@ def main(argv=None):
         for seed in args.seeds:
             run_dir = Path(args.work_dir).resolve() / name / f'seed{seed}'
             run_dir.mkdir(parents=True, exist_ok=True)
-            config = run_dir / 'config.py'
+            # Beside the work dir: the Runner writes its own copy of the config into it.
+            config = run_dir.parent / f'{run_dir.name}.py'
             config_text = run_config_text(args.config, backbone, scope, seed, schedule)
             if (run_dir / 'result.json').is_file():
                 result = json.loads((run_dir / 'result.json').read_text())
@@ -349,18 +353,20 @@ def main(argv=None):
                 runs[name][seed] = result
                 print(f'{name} seed {seed}: reusing {run_dir}', flush=True)
                 continue
+            continue_run = (run_dir / 'last_checkpoint').is_file() and config.is_file() and \
+                config.read_text() == config_text
             config.write_text(config_text)
-            todo.append((name, seed, run_dir, config, config_text))
+            todo.append((name, seed, run_dir, config, config_text, continue_run))
 
     def train_and_measure(job):
-        name, seed, run_dir, config, _ = job
+        name, seed, run_dir, config, _, continue_run = job
         print(f'{name} seed {seed}: training in {run_dir} ...', flush=True)
-        train_run(run_dir, config, cfg_options, threads)
+        train_run(run_dir, config, cfg_options, threads, continue_run)
         return job
 
     pool = ThreadPoolExecutor(max_workers=args.jobs)
     try:
-        for name, seed, run_dir, config, config_text in pool.map(train_and_measure, todo):
+        for name, seed, run_dir, config, config_text, _ in pool.map(train_and_measure, todo):
             runs[name][seed] = result = measure_run(run_dir, config, val_images, config_text)
             print(f'{name} seed {seed}: ' + ', '.join(f'{metric} {result[metric]:.3f}' for metric in METRICS
                                                       if result.get(metric) is not None), flush=True)

@@ -32,6 +32,7 @@ Psi = delta): the saturation numbers mean something only for trained weights.
 """
 import argparse
 import json
+import os.path as osp
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -44,7 +45,12 @@ from mmengine.runner import load_checkpoint
 from mmlavit.models.diagonality import REPORTED_DIAGONAL_FORM, cell_attention, layer_dp_terms
 from mmlavit.models.lavit import LaViT
 from .flops import BACKBONES, build_backbone
+from .outputs import check_outputs
 from .runner import build_model
+
+#: What the tool writes into --out-dir.
+OUTPUT_FILES = (*(f'attention_stage{stage}.png' for stage in range(1, 5)), 'cell_attention.png', 'saturation.png',
+                'saturation.json')
 
 COMPARE_CHOICES = [name for name in BACKBONES if name.startswith(('pvtv2', 'mit'))]
 #: Default query points, as fractions (x, y) of the image width and height.
@@ -232,6 +238,9 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    written = [osp.join(args.out_dir, name) for name in OUTPUT_FILES]
+    check_outputs([('--out-dir', path) for path in written], [('the image', args.image), ('the config', args.config),
+                                                             ('the checkpoint', args.checkpoint)])
     torch.manual_seed(0)
     model = build_model(args.config, args.checkpoint)
     if not isinstance(model.backbone, LaViT):

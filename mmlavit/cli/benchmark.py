@@ -55,9 +55,11 @@ import matplotlib.pyplot as plt
 import torch
 
 from mmlavit.models.lavit import LaViT
+from .errors import ToolArgumentError
 from .flops import BACKBONES, build_backbone, measure
 from .memory import measure_memory, memory_method
 from .onnx_export import BackboneFeatures, export_onnx, onnxruntime_session, parse_size, require_deploy
+from .runner import positive_int
 from .steps import forward, set_mode, synchronize, training_step, uncompiled
 
 DEFAULT_SIZES = ('224x224', '512x512', '800x1333')
@@ -479,9 +481,9 @@ def parse_args(argv=None):
     parser.add_argument('--sizes', nargs='+', default=list(DEFAULT_SIZES), metavar='HxW')
     parser.add_argument('--reference', default='lavit-s', choices=list(BACKBONES),
                         help='the model the ratios are taken against')
-    parser.add_argument('--repeats', type=int, default=3, help='timed rounds per measurement')
+    parser.add_argument('--repeats', type=positive_int, default=3, help='timed rounds per measurement')
     parser.add_argument('--warmup', type=int, default=1, help='untimed rounds before them')
-    parser.add_argument('--threads', type=int, default=1, help='torch CPU threads (torch.set_num_threads)')
+    parser.add_argument('--threads', type=positive_int, default=1, help='torch CPU threads (torch.set_num_threads)')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--amp', action='store_true', help='fp16 autocast (CUDA only)')
     parser.add_argument('--onnxruntime', action='store_true',
@@ -511,6 +513,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if Path(args.out_dir).exists() and not Path(args.out_dir).is_dir():
+        raise ToolArgumentError(f'--out-dir {args.out_dir} is a file: give a folder for the report and charts')
     report = run_benchmark(args)
     print(format_report(report))
     out_dir = Path(args.out_dir)

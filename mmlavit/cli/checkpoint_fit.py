@@ -16,7 +16,7 @@ from mmengine.runner.checkpoint import CheckpointLoader
 
 from mmlavit.models import LaViT
 from mmlavit.models.pretrained import arch_phrase, arch_shapes, shape_of
-from mmlavit.utils.checkpoint import CheckpointMismatchError, strip_prefix, weights_of
+from mmlavit.utils.checkpoint import CheckpointError, CheckpointMismatchError, strip_prefix, weights_of
 
 #: The tools' option that loads a checkpoint which fits the model only in part.
 ALLOW_PARTIAL_OPTION = '--allow-partial-checkpoint'
@@ -196,11 +196,19 @@ def check_checkpoint_fits(model: torch.nn.Module, filename: str, allow_partial: 
             checkpoint or has another shape there. The message counts the
             keys that match, names a few that do not, says what the
             checkpoint holds and how to make it fit.
-        CheckpointError: The file is refused, incomplete or no checkpoint.
+        CheckpointError: The file is refused, incomplete or no checkpoint, or
+            has weights that are not finite (a diverged run's).
     """
     while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
         model = model.module
     checkpoint = CheckpointLoader.load_checkpoint(filename, map_location='cpu')
     if not isinstance(checkpoint, dict):
         raise CheckpointMismatchError(f'checkpoint {filename} holds a {type(checkpoint).__name__}, not weights')
-    check_state_dict_fits(model, weights_of(checkpoint), filename, allow_partial)
+    weights = weights_of(checkpoint)
+    check_state_dict_fits(model, weights, filename, allow_partial)
+    tensors = [value for value in weights.values() if torch.is_tensor(value) and value.is_floating_point()]
+    not_finite = sum(not torch.isfinite(value).all() for value in tensors)
+    if not_finite:
+        raise CheckpointError(f'checkpoint {filename} has {not_finite} of its {len(tensors)} weight tensors not '
+                              f'finite (NaN or infinite): it comes from a run that diverged. Use an earlier '
+                              f'checkpoint of that run, or train again with a lower learning rate.')

@@ -24,6 +24,8 @@ from mmlavit.models import LaViT
 from mmlavit.models.pretrained import matching_arch
 from mmlavit.utils.checkpoint import strip_prefix, weights_of
 from .checkpoint_fit import describe_checkpoint, find_lavit_weights
+from .errors import ToolArgumentError
+from .outputs import check_outputs
 
 
 def parse_args(argv=None):
@@ -53,6 +55,9 @@ def summarise(keys, limit=8):
 
 def main(argv=None):
     args = parse_args(argv)
+    check_outputs([('dst', args.dst)], [('src', args.src)])
+    if osp.isdir(args.dst):
+        raise ToolArgumentError(f'dst {args.dst} is a folder: give the file to write, e.g. {args.dst}/backbone.pth')
     checkpoint = CheckpointLoader.load_checkpoint(args.src, map_location='cpu')
     state_dict = weights_of(checkpoint)
     prefix = backbone_prefix(args.prefix, state_dict)

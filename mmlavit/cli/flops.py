@@ -43,7 +43,7 @@ from mmengine.structures import BaseDataElement
 from torch import nn
 
 import mmlavit  # noqa: F401  registers LaViT
-from .runner import build_model
+from .runner import build_model, positive_int
 
 BACKBONES = {
     'lavit-t': dict(type='mmlavit.LaViT', arch='t'),
@@ -215,7 +215,7 @@ def measure_model(config: str, shape: Tuple[int, int], cfg_options: Optional[dic
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--shape', type=int, nargs=2, default=[224, 224], metavar=('H', 'W'))
+    parser.add_argument('--shape', type=positive_int, nargs=2, default=[224, 224], metavar=('H', 'W'))
     parser.add_argument('--models', nargs='+', default=list(BACKBONES), choices=list(BACKBONES))
     parser.add_argument('--config', help='count the whole model of this config (backbone, neck and heads) '
                                          'instead of the backbones')

@@ -1,15 +1,16 @@
-"""Prediction on one image, drawn as each framework draws it (tools/infer.py).
+"""Prediction on an image or a folder of images, drawn as each framework draws it (tools/infer.py).
 
 The config's default_scope decides what runs: a detector's boxes and masks (mmdet's inference_detector and
 DetLocalVisualizer), a segmentor's class map (mmseg's inference_model and SegLocalVisualizer), or a
 classifier's class and score (mmpretrain's test pipeline and UniversalVisualizer).
 
-    python tools/infer.py IMAGE CONFIG CHECKPOINT --out DIR [--score-thr 0.3] [--device cpu]
+    python tools/infer.py IMAGE_OR_FOLDER CONFIG CHECKPOINT --out DIR [--score-thr 0.3] [--device cpu]
 """
 import argparse
 import copy
 import os
 import os.path as osp
+from typing import List
 
 import mmcv
 import torch
@@ -17,17 +18,19 @@ from mmengine.config import Config
 from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import DATASETS
 
+from .datasets import iter_datasets
 from .errors import ToolArgumentError
-from .runner import add_allow_partial_option, build_model, iter_datasets
+from .outputs import check_outputs
+from .runner import add_allow_partial_option, build_model
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Draw a detector\'s, segmentor\'s or classifier\'s prediction '
                                                  'on an image')
-    parser.add_argument('image', help='image file')
+    parser.add_argument('image', help='image file, or a folder of images')
     parser.add_argument('config', help='model config file')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('--out', required=True, help='directory for the drawn picture')
+    parser.add_argument('--out', required=True, help='directory for the drawn pictures (one per image, by its name)')
     parser.add_argument('--score-thr', type=float, default=0.3, help='detectors: drop detections below this score')
     parser.add_argument('--device', default='cpu', help='e.g. cpu or cuda:0')
     add_allow_partial_option(parser)
@@ -100,18 +103,47 @@ def draw_classification(model, image: str, out_file: str) -> str:
     return f'class {name} (score {float(result.pred_score[label]):.3f})'
 
 
+#: The image files tools/infer.py draws on in a folder, as mmdet's image_demo.py lists them.
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
+
+
+def images_of(path: str) -> List[str]:
+    """The image, or the images of a folder (by suffix, sorted); each must decode.
+
+    Raises:
+        ToolArgumentError: The path does not exist, a folder has no image, or a file is no image that decodes.
+    """
+    if osp.isdir(path):
+        images = sorted(osp.join(path, name) for name in os.listdir(path) if name.lower().endswith(IMAGE_SUFFIXES))
+        if not images:
+            raise ToolArgumentError(f'folder {path} holds no image ({", ".join(IMAGE_SUFFIXES)})')
+    elif osp.isfile(path):
+        images = [path]
+    else:
+        raise ToolArgumentError(f'image {path} does not exist')
+    for image in images:
+        if mmcv.imread(image) is None:
+            raise ToolArgumentError(f'{image} is not an image that can be decoded: give a JPEG, PNG or other image '
+                                    f'file (or a folder of them)')
+    return images
+
+
 def main(argv=None):
     args = parse_args(argv)
-    if not osp.isfile(args.image):
-        raise ToolArgumentError(f'image {args.image} does not exist')
+    images = images_of(args.image)
+    out_files = [osp.join(args.out, osp.basename(image)) for image in images]
+    check_outputs([('--out', args.out)] + [('--out', path) for path in out_files],
+                  [('the image', image) for image in images] + [
+                      ('the images\' folder', args.image if osp.isdir(args.image) else None),
+                      ('the config', args.config), ('the checkpoint', args.checkpoint)])
     model = load_model(args.config, args.checkpoint, args.device, args.allow_partial_checkpoint)
     os.makedirs(args.out, exist_ok=True)
-    out_file = osp.join(args.out, osp.basename(args.image))
     scope = model.cfg.get('default_scope')
-    if scope == 'mmseg':
-        summary = draw_segmentation(model, args.image, out_file)
-    elif scope == 'mmpretrain':
-        summary = draw_classification(model, args.image, out_file)
-    else:
-        summary = draw_detections(model, args.image, out_file, args.score_thr)
-    print(f'{summary} drawn into {out_file}')
+    for image, out_file in zip(images, out_files):
+        if scope == 'mmseg':
+            summary = draw_segmentation(model, image, out_file)
+        elif scope == 'mmpretrain':
+            summary = draw_classification(model, image, out_file)
+        else:
+            summary = draw_detections(model, image, out_file, args.score_thr)
+        print(f'{summary} drawn into {out_file}')

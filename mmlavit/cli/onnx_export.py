@@ -48,6 +48,7 @@ from torch.nn.modules.utils import _pair
 
 from mmlavit.models.grid import adaptive_avg_pool
 from .errors import MissingDependencyError, ToolArgumentError
+from .outputs import check_outputs
 from .runner import add_allow_partial_option, build_model
 
 #: The example batch that is traced: 2, since torch.export specialises a size of 1.
@@ -318,6 +319,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    check_outputs([('--out', args.out)], [('the config', args.config), ('the checkpoint', args.checkpoint)])
     out_dir = Path(args.out).parent
     if not out_dir.is_dir():
         raise ToolArgumentError(f'--out {args.out}: the directory {out_dir} does not exist; create it first')

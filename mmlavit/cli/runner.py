@@ -1,12 +1,13 @@
-"""What the tools share: arguments, config loading, building a config's model, CPU distributed set-up, data,
-checkpoint and resume checks."""
+"""What the tools share: arguments, config loading, building a config's model, the checks before a Runner, CPU
+distributed set-up."""
 import argparse
 import ast
 import glob
 import os
 import os.path as osp
+import re
 import subprocess
-from typing import Iterator, List, Optional
+from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -14,31 +15,40 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import MODELS, init_default_scope
 from mmengine.runner import load_checkpoint
 
-from mmlavit.utils.checkpoint import (
-    CheckpointError,
-    IncompleteCheckpointError,
-    incomplete_checkpoint_message,
-    is_incomplete_checkpoint,
-)
+from mmlavit.utils.checkpoint import CheckpointError
 from .checkpoint_fit import ALLOW_PARTIAL_OPTION, check_checkpoint_fits
+from .datasets import check_datasets, iter_datasets
+from .errors import ToolArgumentError
 from .model_checks import ConfigError, check_model_config
 
-# Where each dataset type expects its files, for the missing-data message.
-EXPECTED_LAYOUTS = {
-    'CocoDataset': 'data/coco/annotations/instances_{train,val}2017.json and data/coco/{train,val}2017/*.jpg '
-                   '(COCO 2017 from https://cocodataset.org)',
-    'ADE20KDataset': 'data/ade/ADEChallengeData2016/images/{training,validation}/*.jpg and '
-                     'data/ade/ADEChallengeData2016/annotations/{training,validation}/*.png '
-                     '(ADEChallengeData2016.zip from http://sceneparsing.csail.mit.edu)',
-    'ImageNet': 'data/imagenet/{train,val}/<class>/*.JPEG or data/imagenet/meta/{train,val}.txt with the '
-                'images beside it (ILSVRC2012 from https://image-net.org)',
-}
+
+class ConfigOptions(DictAction):
+    """mmengine's ``--cfg-options`` parsing, but a value keeps the spaces it holds.
+
+    mmengine removes every space of a value (so that ``[1, 2]`` parses as a
+    list), which turns ``data_root=/data/my set/`` into another path without a
+    word. A single value is kept whole; a space inside an element of a list or
+    tuple is an error that names a way that works.
+    """
+
+    @staticmethod
+    def _parse_iterable(val: str):
+        inner = val.strip('\'"')
+        if ' ' not in inner:
+            return DictAction._parse_iterable(val)
+        if not inner.startswith(('[', '(')) and ',' not in inner:
+            return DictAction._parse_int_float_bool(inner)
+        if re.search(r'[^\s,\[\](]\s+[^\s,\[\])]', inner):
+            raise ToolArgumentError(f'--cfg-options value {val!r} holds a space inside an element of a list, which '
+                                    f'mmengine\'s parsing would remove: set that list in a config file that inherits '
+                                    f'yours (_base_), or leave the space out')
+        return DictAction._parse_iterable(val)
 
 
 def parse_runner_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
     """Adds the options every Runner tool takes (--work-dir, --cfg-options, --launcher) and parses ``argv``."""
     parser.add_argument('--work-dir', help='the dir to save logs, checkpoints and metrics')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+    parser.add_argument('--cfg-options', nargs='+', action=ConfigOptions,
                         help='override config settings, e.g. data_root=/data/coco/ '
                              'train_dataloader.batch_size=4')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
@@ -48,15 +58,18 @@ def parse_runner_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Na
     return args
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer above 0."""
+    if not text.lstrip('-').isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f'{text!r} is not a whole number above 0')
+    return int(text)
+
+
 def add_allow_partial_option(parser: argparse.ArgumentParser) -> None:
     """Adds ``--allow-partial-checkpoint``: load a checkpoint that fits the model only in part."""
     parser.add_argument(ALLOW_PARTIAL_OPTION, action='store_true',
                         help='load a checkpoint that lacks some of the model\'s weights or has them in other '
                              'shapes (they keep their initial values); without it such a checkpoint is an error')
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """A config points at a dataset that is not on disk."""
 
 
 def _syntax_error_in(config_path: str) -> Optional[SyntaxError]:
@@ -169,130 +182,6 @@ def check_checkpoint_file(path: str, option: str = 'checkpoint') -> None:
         raise CheckpointError(f'{option} {path} does not exist')
 
 
-def iter_datasets(cfg: Config, loaders=('train_dataloader', 'val_dataloader', 'test_dataloader')
-                  ) -> Iterator[dict]:
-    """Every leaf dataset dict of the named dataloaders (through wrappers like RepeatDataset)."""
-    def leaves(dataset):
-        if not isinstance(dataset, dict):
-            return
-        if 'dataset' in dataset:
-            yield from leaves(dataset['dataset'])
-        elif 'datasets' in dataset:
-            for child in dataset['datasets']:
-                yield from leaves(child)
-        else:
-            yield dataset
-
-    for loader in loaders:
-        loader_cfg = cfg.get(loader)
-        if loader_cfg:
-            yield from leaves(loader_cfg.get('dataset'))
-
-
-def _dataset_paths(dataset: dict) -> List[str]:
-    root = dataset.get('data_root') or ''
-    paths = []
-    if dataset.get('ann_file'):
-        paths.append(osp.join(root, dataset['ann_file']))
-    prefix = dataset.get('data_prefix') or {}
-    for value in (prefix.values() if isinstance(prefix, dict) else [prefix]):
-        if isinstance(value, str) and value:
-            paths.append(osp.join(root, value))
-    if not paths and root:
-        # Split-based datasets (mmpretrain's ImageNet with split='train') read root/split/.
-        paths.append(osp.join(root, dataset['split']) if dataset.get('split') else root)
-    return paths
-
-
-def check_json_complete(path: str) -> None:
-    """Stops when a JSON annotation file is cut short (it must end with its closing bracket).
-
-    Only the end of the file is read, so that COCO's large annotation files
-    cost nothing here; a file damaged elsewhere still fails where it is parsed.
-
-    Raises:
-        DatasetNotFoundError: Naming the file.
-    """
-    with open(path, 'rb') as f:
-        f.seek(max(0, osp.getsize(path) - 256))
-        tail = f.read().rstrip()
-    if not tail.endswith((b'}', b']')):
-        end = tail[-40:].decode('utf-8', errors='replace')
-        raise DatasetNotFoundError(
-            f'annotation file {path} is cut short: it ends with {end!r} instead of the closing bracket of its '
-            f'JSON (a download or copy that did not finish?). Copy it again.')
-
-
-def _annotation_files(cfg: Config, loaders) -> List[str]:
-    """The JSON annotation files of the loaders' datasets and of the matching evaluators (e.g. CocoMetric)."""
-    files = [osp.join(dataset.get('data_root') or '', dataset['ann_file'])
-             for dataset in iter_datasets(cfg, loaders) if dataset.get('ann_file')]
-    for loader in loaders:
-        evaluator = cfg.get(loader.replace('dataloader', 'evaluator'))
-        for metric in (evaluator if isinstance(evaluator, list) else [evaluator]):
-            if isinstance(metric, dict) and isinstance(metric.get('ann_file'), str):
-                files.append(metric['ann_file'])
-    return [path for path in dict.fromkeys(files) if path.endswith('.json')]
-
-
-def check_datasets(cfg: Config, loaders) -> None:
-    """Stops with a message naming the missing path and the fix, before any dataset class runs.
-
-    Also stops when an annotation file an evaluator reads is missing, or a
-    JSON annotation file is cut short (:func:`check_json_complete`).
-    """
-    for dataset in iter_datasets(cfg, loaders):
-        for path in _dataset_paths(dataset):
-            if osp.exists(path):
-                continue
-            dataset_type = str(dataset.get('type', 'the dataset')).split('.')[-1]
-            layout = EXPECTED_LAYOUTS.get(dataset_type, 'the layout its dataset class documents')
-            raise DatasetNotFoundError(
-                f'{dataset_type} data not found: {path} does not exist.\n'
-                f'  Expected: {layout}.\n'
-                f'  Put the data there (a symlink works), or point the config elsewhere with\n'
-                f'  --cfg-options data_root=/path/to/your/copy/')
-    for path in _annotation_files(cfg, loaders):
-        if not osp.isfile(path):
-            raise DatasetNotFoundError(f'annotation file {path} does not exist (the evaluator reads it). Put it '
-                                       f'there, or point the config elsewhere with --cfg-options data_root=...')
-        check_json_complete(path)
-
-
-def _newest_complete_checkpoint(directory: str, exclude: str) -> Optional[str]:
-    checkpoints = sorted(glob.glob(osp.join(directory, '*.pth')), key=osp.getmtime, reverse=True)
-    return next((path for path in checkpoints if path != exclude and not is_incomplete_checkpoint(path)), None)
-
-
-def check_resume_checkpoint(cfg: Config) -> None:
-    """Stops before training when ``--resume`` without a path would continue from a broken checkpoint.
-
-    mmengine resumes from the checkpoint that the work dir's ``last_checkpoint``
-    names. When that file is missing or incomplete (a crash while it was
-    written, a copy cut short), the error names the newest complete checkpoint
-    beside it to resume from instead.
-
-    Raises:
-        CheckpointError: The latest checkpoint is missing (an
-            :class:`IncompleteCheckpointError` when it is incomplete).
-    """
-    record = osp.join(cfg.work_dir, 'last_checkpoint')
-    if not cfg.get('resume') or cfg.get('load_from') or not osp.isfile(record):
-        return
-    with open(record) as f:
-        latest = f.read().strip()
-    if latest and osp.isfile(latest) and not is_incomplete_checkpoint(latest):
-        return
-    directory = osp.dirname(latest) or cfg.work_dir
-    previous = _newest_complete_checkpoint(directory, exclude=latest)
-    fix = (f'Resume from the newest complete checkpoint instead: --resume {previous}' if previous else
-           f'No complete checkpoint is left in {directory}: train without --resume to start over.')
-    if latest and osp.isfile(latest):
-        raise IncompleteCheckpointError(incomplete_checkpoint_message(latest, f'{record} names it. {fix}'))
-    raise CheckpointError(f'--resume continues from the checkpoint that {record} names, and there is none at '
-                          f'{latest!r}. {fix}')
-
-
 def _set_slurm_rendezvous() -> None:
     """torch.distributed's variables from the ones srun sets, as mmengine's slurm launcher derives them.
 
@@ -333,27 +222,26 @@ def setup_distributed(cfg: Config, launcher: str) -> None:
     cfg.model_wrapper_cfg = wrapper
 
 
-def build_runner(cfg: Config, config_path: str, work_dir: Optional[str], launcher: str, loaders,
-                 allow_partial: bool = False):
-    """The Runner of tools/train.py and tools/test.py.
-
-    Sets the work dir (``work_dir``, else the config's, else
-    ``work_dirs/<config name>``), checks the datasets of ``loaders``, the
-    checkpoint ``--resume`` would continue from, the model config
-    (:func:`check_model_config`), that the checkpoint the Runner will load
-    fits the model (:func:`~mmlavit.cli.checkpoint_fit.check_checkpoint_fits`, ``allow_partial`` passed on)
-    and the distributed set-up, then builds the Runner (``runner_type`` if
-    the config names one). The checks come first, so that a run they stop
-    writes nothing into the work dir.
-    """
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
+def set_work_dir(cfg: Config, config_path: str, work_dir: Optional[str]) -> str:
+    """Sets ``cfg.work_dir``: ``work_dir``, else the config's, else ``work_dirs/<config name>``; returns it."""
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
+    return cfg.work_dir
+
+
+def check_run(cfg: Config, loaders, allow_partial: bool = False) -> None:
+    """The checks before a Runner is built for tools/train.py and tools/test.py.
+
+    The datasets of ``loaders`` (:func:`~mmlavit.cli.datasets.check_datasets`),
+    the model config (:func:`check_model_config`) and the checkpoint the
+    Runner will load: a file that exists and fits the model
+    (:func:`~mmlavit.cli.checkpoint_fit.check_checkpoint_fits`, ``allow_partial``
+    passed on). They come before the Runner, so that a run they stop writes
+    nothing into the work dir.
+    """
     check_datasets(cfg, loaders)
-    check_resume_checkpoint(cfg)
     init_default_scope(cfg.get('default_scope', 'mmengine'))
     model_cfg = cfg.model.get('module', cfg.model)  # a test-time augmentation model: the one it wraps
     check_model_config(model_cfg)
@@ -361,6 +249,12 @@ def build_runner(cfg: Config, config_path: str, work_dir: Optional[str], launche
     if checkpoint:
         check_checkpoint_file(checkpoint, '--resume' if cfg.get('resume') else 'load_from')
         check_checkpoint_fits(MODELS.build(model_cfg), checkpoint, allow_partial)
+
+
+def make_runner(cfg: Config, launcher: str):
+    """The Runner of a checked config (``runner_type`` if the config names one), after the distributed set-up."""
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
     setup_distributed(cfg, launcher)
     return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
 

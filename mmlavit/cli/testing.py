@@ -2,6 +2,7 @@
 augmentation, predictions written to a file and drawn predictions, as mmdet's, mmseg's and mmpretrain's own
 tools/test.py define ``--tta``, ``--out`` and ``--show-dir``."""
 import argparse
+import os
 import os.path as osp
 from typing import Optional, Sequence
 
@@ -9,15 +10,18 @@ import torch
 from mmengine.config import Config
 from mmengine.evaluator import BaseMetric, DumpResults
 
+from .datasets import iter_datasets
 from .errors import ToolArgumentError
 from .model_checks import ConfigError
+from .outputs import check_outputs, config_inputs
 from .runner import (
     add_allow_partial_option,
-    build_runner,
     check_checkpoint_file,
-    iter_datasets,
+    check_run,
     load_config,
+    make_runner,
     parse_runner_args,
+    set_work_dir,
 )
 
 PICKLE_SUFFIXES = ('.pkl', '.pickle')
@@ -151,17 +155,31 @@ def parse_args(argv=None):
     return parse_runner_args(parser, argv)
 
 
+def check_out_parent(option: str, path: str) -> None:
+    """Creates the folder an output file goes into; stops when a file stands where that folder should be."""
+    parent = osp.dirname(osp.abspath(path))
+    if osp.exists(parent) and not osp.isdir(parent):
+        raise ToolArgumentError(f'{option} {path}: {parent} is a file, not a folder to write into')
+    os.makedirs(parent, exist_ok=True)
+
+
 def main(argv=None):
     args = parse_args(argv)
     check_checkpoint_file(args.checkpoint)
     cfg = load_config(args.config, args.cfg_options)
     cfg.load_from = args.checkpoint
+    work_dir = set_work_dir(cfg, args.config, args.work_dir)
+    outputs = [('--work-dir', work_dir)] + [(option, path) for option, path in
+                                           (('--out', args.out), ('--show-dir', args.show_dir)) if path]
+    check_outputs(outputs, config_inputs(cfg, args.config, ['test_dataloader'], args.checkpoint))
+    if args.out:
+        check_out_parent('--out', args.out)
     drawn_into = show_predictions(cfg, args.show_dir) if args.show_dir else None
     if args.tta:
         apply_tta(cfg, args.config)
     dump = prediction_dump(cfg, args.out) if args.out else None
-    runner = build_runner(cfg, args.config, args.work_dir, args.launcher, ['test_dataloader'],
-                          args.allow_partial_checkpoint)
+    check_run(cfg, ['test_dataloader'], args.allow_partial_checkpoint)
+    runner = make_runner(cfg, args.launcher)
     if dump is not None:
         runner.test_evaluator.metrics.append(dump)
     runner.test()

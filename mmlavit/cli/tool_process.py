@@ -1,4 +1,5 @@
 """Running the scripts of tools/ in a fresh interpreter, as a user does (demos, ablation, tests)."""
+import glob
 import os.path as osp
 import subprocess
 import sys
@@ -71,6 +72,8 @@ def train_once(config: str, work_dir: str) -> str:
     if osp.isfile(last):
         print(f'Reusing the trained model in {work_dir}; delete that directory to train again')
     else:
-        run_tool_or_exit('tools/train.py', config, '--work-dir', work_dir)
+        # A run that stopped before its last checkpoint was recorded continues from its newest one.
+        unfinished = glob.glob(osp.join(REPO, work_dir, '*.pth'))
+        run_tool_or_exit('tools/train.py', config, '--work-dir', work_dir, *(['--resume'] if unfinished else []))
     with open(last) as f:
         return osp.relpath(f.read().strip(), REPO)

@@ -1,15 +1,11 @@
-"""How LaViT's diagonality-preserving loss reaches mmengine's loss dict.
-
-Hooks on the whole model (inside any DDP wrapper) open a DP loss collection
-(:mod:`mmlavit.models.dp_collection`) before each ``mode='loss'`` forward and
-add what the backbone forwards put there to the returned loss dict:
-``loss_dp``, which mmengine's ``parse_losses`` sums into the trained total,
-and ``dp_sym`` and ``dp_diag``, logged and not trained. This works for any
-mmdet detector, mmseg segmentor or mmpretrain classifier without a subclass.
-"""
+"""How LaViT's diagonality-preserving loss reaches mmengine's loss dict (for any mmdet detector, mmseg segmentor
+or mmpretrain classifier, without a subclass), and the hook that also stops a run that diverges."""
 import inspect
+import math
+import os.path as osp
 from typing import Optional
 
+import torch
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
@@ -21,6 +17,12 @@ from mmlavit.registry import HOOKS
 
 #: The decimals of mmengine's log with the hook: L_sym starts training from scratch near 1e-4.
 LOG_DIGITS = 6
+_FIXES = ('Lower the learning rate (optim_wrapper.optimizer.lr), clip the gradients (optim_wrapper.clip_grad='
+          'dict(max_norm=1.0)), or train in float32 (without --amp)')
+
+
+class TrainingDivergedError(ValueError):
+    """A training run whose losses or weights are no longer finite."""
 
 
 def _forward_mode(signature: inspect.Signature, args, kwargs) -> Optional[str]:
@@ -63,16 +65,15 @@ class DPLossAttachment:
 
 
 def attach_dp_loss(model: nn.Module) -> DPLossAttachment:
-    """Makes ``model(..., mode='loss')`` return ``loss_dp`` next to its own losses.
+    """Makes ``model(..., mode='loss')`` return ``loss_dp`` next to its own losses, with hooks on the model (inside
+    any DDP wrapper) that open a DP loss collection around the forward.
 
-    ``loss_dp`` is the sum of ``dp_weight * L_DP`` over every forward of every
-    LaViT inside the model that ran with gradients during that one model
-    forward: two views, or the branches of a semi-supervised detector, add
-    their terms as they add their task losses; a teacher run under
-    ``torch.no_grad()`` adds none. ``dp_sym`` and ``dp_diag`` beside it are
-    L_sym and L_diag, unweighted and detached, averaged over the LA layers and
-    those forwards (absent when no LA layer's grid held the P x P cells); for
-    one forward, ``loss_dp = dp_weight * (dp_sym + dp_diag)``.
+    ``loss_dp`` is the sum of ``dp_weight * L_DP`` over every LaViT forward with gradients inside that one model
+    forward (two views or branches add their terms as they add their task losses; a teacher under
+    ``torch.no_grad()`` adds none), which mmengine's ``parse_losses`` sums into the trained total. ``dp_sym`` and
+    ``dp_diag`` beside it, logged and not trained, are L_sym and L_diag averaged over the LA layers and those
+    forwards (absent when no LA layer's grid held the P x P cells): for one forward ``loss_dp = dp_weight *
+    (dp_sym + dp_diag)``.
 
     Args:
         model (nn.Module): An mmdet/mmseg/mmpretrain model with a LaViT
@@ -88,10 +89,11 @@ def attach_dp_loss(model: nn.Module) -> DPLossAttachment:
 class DPLossHook(Hook):
     """Puts LaViT's ``dp_weight * L_DP`` into the training loss dict as ``loss_dp`` (see :func:`attach_dp_loss`).
 
-    Add ``custom_hooks = [dict(type='mmlavit.DPLossHook')]`` to a config; the
-    weight is the backbone's ``dp_weight`` (0 turns the loss off). The log
-    shows at least :data:`LOG_DIGITS` decimals (mmengine's
-    ``log_processor.num_digits``), so that ``dp_sym`` shows from the start.
+    Add ``custom_hooks = [dict(type='mmlavit.DPLossHook')]`` to a config; the weight is the backbone's
+    ``dp_weight`` (0 turns the loss off). The log shows at least :data:`LOG_DIGITS` decimals (mmengine's
+    ``log_processor.num_digits``), so that ``dp_sym`` shows from the start. It also stops a run that diverges
+    (:class:`TrainingDivergedError`): after an iteration whose logged losses are not all finite, and before a
+    checkpoint with non-finite weights is saved, so that the last checkpoint stays the last finite one.
     """
 
     priority = 'VERY_HIGH'
@@ -105,3 +107,28 @@ class DPLossHook(Hook):
 
     def after_train(self, runner) -> None:
         self._attachment.remove()
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        not_finite = [key for key, value in (outputs or {}).items() if not math.isfinite(float(value))]
+        if not_finite:
+            raise TrainingDivergedError(
+                f'training diverged at iteration {runner.iter + 1}: {", ".join(not_finite)} '
+                f'{"is" if len(not_finite) == 1 else "are"} not finite. {_FIXES}. {_last_checkpoint(runner)}')
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        weights = checkpoint.get('state_dict', {})
+        not_finite = sum(torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all()
+                         for value in weights.values())
+        if not_finite:
+            raise TrainingDivergedError(
+                f'training diverged by iteration {runner.iter}: {not_finite} of the model\'s {len(weights)} weight '
+                f'tensors are not finite, and they were not saved. {_FIXES}. {_last_checkpoint(runner)}')
+
+
+def _last_checkpoint(runner) -> str:
+    record = osp.join(runner.work_dir, 'last_checkpoint')
+    if not osp.isfile(record):
+        return 'No checkpoint of this run was saved.'
+    with open(record) as f:
+        return f'The last checkpoint, {f.read().strip()}, is from before.'
+

@@ -44,11 +44,11 @@ class DPLossCollection:
         return dict(dp_sym=sym, dp_diag=diag)
 
 
+# The open collections, innermost last: open_dp_collection() appends one, close_dp_collection() removes it.
 _open_collections: List[DPLossCollection] = []
 
 
 def open_dp_collection() -> DPLossCollection:
-    """Opens a collection: the LaViT forwards add their terms to it until it is closed."""
     _open_collections.append(DPLossCollection())
     return _open_collections[-1]
 
@@ -58,7 +58,6 @@ def close_dp_collection(collection: DPLossCollection) -> None:
 
 
 def current_dp_collection() -> Optional[DPLossCollection]:
-    """The innermost open collection, or None."""
     return _open_collections[-1] if _open_collections else None
 
 

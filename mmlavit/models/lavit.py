@@ -75,17 +75,14 @@ class LaViTLayer(BaseModule):
 
         Args:
             x (Tensor): Tokens (B, H, W, C).
-            prev_scores (Tensor, optional): The previous layer's pre-softmax
-                scores (B, heads, K, N), which an LA layer re-parameterises
-                (required there, unused by a VA layer).
-            attn_bias (Tensor, optional): An additive bias to a VA layer's
-                scores (B, heads, K, N): the attention residual of the stage's
-                first layer (VA layers only).
-            with_dp (bool): Compute this layer's DP loss term (LA layers only).
+            prev_scores (Tensor, optional): The previous layer's pre-softmax scores (B, heads, K, N), which an LA
+                layer re-parameterises (LA layers only, required there).
+            attn_bias (Tensor, optional): An additive bias to a VA layer's scores (B, heads, K, N): the attention
+                residual of the stage's first layer (VA layers only).
+            with_dp (bool): Compute this layer's DP terms (LA layers only).
 
         Returns:
-            tuple: Tokens (B, H, W, C), this layer's pre-softmax scores
-            (B, heads, K, N) and its DP term (a scalar) or None.
+            tuple: Tokens (B, H, W, C), the pre-softmax scores (B, heads, K, N), the (L_sym, L_diag) or None.
         """
         if self.less_attention:
             if prev_scores is None or attn_bias is not None:
@@ -111,10 +108,8 @@ class LaViTLayer(BaseModule):
 
 
 class Downsample(BaseModule):
-    """A k x k stride-k convolution and a norm: the stem (k=4) or the 2x2 merging between stages.
-
-    The stem pads the image to a multiple of 4; the merging pads the grid to
-    an even size (the attention residual pads the same way).
+    """A k x k stride-k convolution and a norm: the stem (k=4) or the 2x2 merging between stages, after padding
+    the grid to a multiple of k (as the attention residual pads).
 
     Args:
         in_channels (int): Input channels.
@@ -185,17 +180,14 @@ class LaViTStage(BaseModule):
         """Runs the stage.
 
         Args:
-            x (Tensor): The image (B, 3, H, W) for the first stage, else the
-                previous stage's tokens as an NCHW view (B, C, H, W).
-            prev_scores (Tensor, optional): The previous stage's last scores
-                (B, heads_prev, K, H_prev * W_prev), or None.
+            x (Tensor): The image (B, 3, H, W), or the previous stage's tokens as an NCHW view (B, C, H, W).
+            prev_scores (Tensor, optional): The previous stage's last scores (B, heads_prev, K, N_prev), or None.
             prev_hw (tuple[int, int]): The previous stage's grid.
             with_dp (bool): Compute DP terms in the LA layers.
 
         Returns:
-            tuple: Normalised tokens (B, H, W, C), the last scores
-            (B, heads, K, H * W) and the list of its LA layers' DP terms
-            (L_sym, L_diag), each of shape (2,).
+            tuple: Normalised tokens (B, H, W, C), the last scores (B, heads, K, H * W) and the list of its LA
+            layers' (L_sym, L_diag), each of shape (2,).
         """
         x = self.downsample(x)
         residual = None

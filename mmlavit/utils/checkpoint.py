@@ -1,15 +1,10 @@
 """Loading checkpoints through mmengine's own loaders without running code from them.
 
-torch unpickles with ``weights_only=True`` unless told otherwise; what
-mmengine, mmdet, mmseg and mmpretrain write also needs :data:`SAFE_GLOBALS`
-(mmengine's ``HistoryBuffer``, numpy arrays, dtypes and scalars).
-:func:`register_safe_checkpoint_loaders`, run by ``import mmlavit``, wraps
-every scheme loader of mmengine's ``CheckpointLoader`` (paths, URLs and
-model-zoo names, pavi, s3) so that torch's allowlist holds them during its
-load and a refused file is an :class:`UntrustedCheckpointError`, and routes
-mmengine's download path (``load_url``, which unpickles in full) through
-:func:`load_url`. A file named (by path, URL or model-zoo name) in
-``MMLAVIT_TRUSTED_CHECKPOINTS`` is unpickled in full.
+torch unpickles with ``weights_only=True`` unless told otherwise; what mmengine, mmdet, mmseg and mmpretrain write
+also needs :data:`SAFE_GLOBALS`. :func:`register_safe_checkpoint_loaders` (run by ``import mmlavit``) wraps every
+scheme loader of mmengine's ``CheckpointLoader`` so that torch's allowlist holds them during its load, and routes
+mmengine's download path (``load_url``, which unpickles in full) through :func:`load_url`. A file named (by path,
+URL or model-zoo name) in ``MMLAVIT_TRUSTED_CHECKPOINTS`` is unpickled in full.
 """
 import http.client
 import logging
@@ -155,9 +150,9 @@ def _load_error(names: Sequence[str], error: Exception, trusted: bool) -> Except
         fix = ('Load an earlier checkpoint, or copy the file again.' if local == name else
                f'It was fetched from {name}: delete it and load {name} again.')
         return IncompleteCheckpointError(incomplete_checkpoint_message(local, fix))
-    if local and not zipfile.is_zipfile(local):
-        return CheckpointError(f'{name}{fetched} is not a checkpoint torch can read '
-                               f'({type(error).__name__}: {_reason(error)})')
+    if local:
+        return CheckpointError(f'{name}{fetched} is not a checkpoint torch can read ({type(error).__name__}: '
+                               f'{_reason(error)}): the file is damaged, or was not written by torch.save')
     return error
 
 
@@ -220,7 +215,12 @@ def load_url(url: str, model_dir=None, map_location=None, progress=True, check_h
     model_dir = model_dir or osp.join(torch.hub.get_dir(), 'checkpoints')
     filename = osp.join(model_dir, basename)
     if not osp.isfile(filename):
-        os.makedirs(model_dir, exist_ok=True)
+        try:
+            os.makedirs(model_dir, exist_ok=True)
+        except OSError as error:
+            raise CheckpointError(f'checkpoint {source} cannot be downloaded into torch.hub\'s cache {model_dir} '
+                                  f'({type(error).__name__}: {error}): set TORCH_HOME to a folder you can write, or '
+                                  f'download the file and pass its local path.') from None
         print_log(f'Downloading {url} to {filename}', logger='current')
         try:
             torch.hub.download_url_to_file(url, filename, progress=progress)
