@@ -26,7 +26,9 @@ window or a padding computed from it), so after writing the file the tool
 runs ONNX Runtime (CPU) at the export size (batch 2) and at the check sizes
 (batch 1), prints the largest absolute difference to PyTorch per output, and
 exits non-zero if any exceeds ``--rtol`` times the largest absolute value of
-that output.
+that output. ``--exporter torchscript`` exports with the TorchScript tracer
+(``torch.onnx.export(..., dynamo=False)``, opset 17), the exporter mmdeploy
+1.3 calls; it is checked the same way.
 
     python tools/export_onnx.py configs/demo/upernet_lavit_t_shapes_ade.py --out lavit_upernet.onnx
     python tools/export_onnx.py CONFIG CHECKPOINT --part backbone --out backbone.onnx --check-sizes 161x97
@@ -193,8 +195,12 @@ def tensor_path(model: nn.Module, part: str) -> Tuple[nn.Module, List[str], str]
                     f'and image classifiers, not {type(model).__name__}; --part backbone exports its backbone')
 
 
+#: The ONNX exporters: torch.export with the dynamo translator, or the TorchScript tracer that mmdeploy uses.
+EXPORTERS = ('dynamo', 'torchscript')
+
+
 def export_onnx(module: nn.Module, path: str, shape: Sequence[int] = DEFAULT_SHAPE,
-                output_names: Sequence[str] = None, opset_version: int = None):
+                output_names: Sequence[str] = None, opset_version: int = None, exporter: str = 'dynamo') -> int:
     """Exports image -> tensors to ONNX with dynamic batch, height and width.
 
     Args:
@@ -202,21 +208,34 @@ def export_onnx(module: nn.Module, path: str, shape: Sequence[int] = DEFAULT_SHA
         path (str): The .onnx file to write.
         shape (Sequence[int]): The example (height, width) traced.
         output_names (Sequence[str], optional): Names of the graph outputs.
-        opset_version (int, optional): ONNX opset; None takes the exporter's default.
+        opset_version (int, optional): ONNX opset; None takes the exporter's default (17 for TorchScript).
+        exporter (str): 'dynamo': ``torch.export`` with symbolic sizes, translated by
+            ``torch.onnx.export(..., dynamo=True)``; 'torchscript': ``torch.onnx.export(..., dynamo=False)``,
+            the tracer mmdeploy 1.3 calls, which records sizes as values. Default: 'dynamo'.
 
     Returns:
-        torch.onnx.ONNXProgram: The exported program (also written to ``path``).
+        int: The opset of the file written.
     """
     example = torch.randn(EXPORT_BATCH, 3, *shape)
-    dynamic = torch.export.Dim.DYNAMIC
-    dims = {'image': {0: dynamic, 2: dynamic, 3: dynamic}}
     with torch.no_grad():
+        if exporter == 'torchscript':
+            outputs = module(example)
+            outputs = [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
+            axes = {name: {0: 'batch', **({out.dim() - 2: f'{name}_height', out.dim() - 1: f'{name}_width'}
+                                          if out.dim() >= 3 else {})} for name, out in zip(output_names, outputs)}
+            opset_version = opset_version or 17
+            torch.onnx.export(module, (example, ), str(path), input_names=['image'], output_names=output_names,
+                              dynamic_axes={'image': {0: 'batch', 2: 'height', 3: 'width'}, **axes},
+                              opset_version=opset_version, dynamo=False)
+            return opset_version
+        dynamic = torch.export.Dim.DYNAMIC
         # One non-strict capture whose errors surface as they are (torch.onnx.export would retry strict).
-        program = torch.export.export(module, (example, ), dynamic_shapes=dims, strict=False)
+        program = torch.export.export(module, (example, ), dynamic_shapes={'image': {0: dynamic, 2: dynamic,
+                                                                                      3: dynamic}}, strict=False)
         onnx_program = torch.onnx.export(program, input_names=['image'], output_names=output_names,
                                          opset_version=opset_version, dynamo=True, verbose=False)
     onnx_program.save(str(path))
-    return onnx_program
+    return next(entry.version for entry in onnx_program.model_proto.opset_import if entry.domain == '')
 
 
 def require_deploy():
@@ -312,6 +331,9 @@ def parse_args(argv=None):
     parser.add_argument('--rtol', type=float, default=1e-4,
                         help='largest max |difference| allowed, relative to max |PyTorch output|')
     parser.add_argument('--opset', type=int, help='ONNX opset (default: the exporter\'s)')
+    parser.add_argument('--exporter', choices=EXPORTERS, default='dynamo',
+                        help='dynamo (torch.export, the default) or torchscript (torch.onnx.export(..., '
+                             'dynamo=False), the exporter mmdeploy uses)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings')
     add_allow_partial_option(parser)
     return parser.parse_args(argv)
@@ -329,8 +351,7 @@ def main(argv=None):
     module, output_names, description = tensor_path(model, args.part)
     sizes = args.check_sizes or default_check_sizes(model)
     start = time.perf_counter()
-    onnx_program = export_onnx(exportable_copy(module), args.out, args.shape, output_names, args.opset)
-    opset = next(entry.version for entry in onnx_program.model_proto.opset_import if entry.domain == '')
+    opset = export_onnx(exportable_copy(module), args.out, args.shape, output_names, args.opset, args.exporter)
     print(f'Wrote {args.out} ({Path(args.out).stat().st_size / 2**20:.1f} MiB, opset {opset}, '
           f'{time.perf_counter() - start:.0f} s): {description}.')
     print('Input "image": (batch, 3, height, width) float32 as the data preprocessor gives it '
