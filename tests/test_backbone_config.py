@@ -111,6 +111,22 @@ def test_pretrained_in_a_list_loads_after_the_other_initialisers(tmp_path):
         torch.testing.assert_close(model.state_dict()[key], value)
 
 
+def test_deprecated_pretrained_loads_as_an_init_cfg_with_a_warning(tmp_path):
+    """As mmdet's and mmseg's backbones: a path becomes a Pretrained init_cfg; None is ignored."""
+    source = LaViT(arch='t')
+    path = tmp_path / 'lavit_t.pth'
+    torch.save(source.state_dict(), path)
+    with pytest.warns(UserWarning, match='pretrained is deprecated.*init_cfg'):
+        model = LaViT(arch='t', pretrained=str(path))
+    assert model.init_cfg == dict(type='Pretrained', checkpoint=str(path))
+    model.init_weights()
+    for key, value in source.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value)
+    assert LaViT(arch='t', pretrained=None).init_cfg is None
+    with pytest.raises(LaViTConfigError, match='pretrained=.*without an init_cfg'):
+        LaViT(arch='t', pretrained=str(path), init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+
+
 def test_qkv_bias_false_removes_the_query_key_and_value_biases():
     model = LaViT(arch='t', qkv_bias=False)
     for module in model.modules():

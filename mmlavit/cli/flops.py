@@ -3,7 +3,7 @@ whole model (tools/get_flops.py).
 
 FLOPs come from mmengine's FlopAnalyzer (fvcore's jit-traced counter: one
 multiply-add counts as one FLOP). It counts convolutions, linear layers,
-matmul/mm/bmm/einsum products (and baddbmm, through a handle added here), so
+matmul/mm/bmm/einsum products (and baddbmm, through the handle ``import mmlavit`` adds), so
 LaViT's pooling onto the key cells (two averaging-matrix products) too, norms
 (mmengine's estimate: 5 per element with an affine transform) and adaptive
 average pooling (1 per input element); element-wise ops, softmax and
@@ -43,6 +43,7 @@ from mmengine.structures import BaseDataElement
 from torch import nn
 
 import mmlavit  # noqa: F401  registers LaViT
+from mmlavit.models.flop_handles import baddbmm_flop_jit
 from .runner import build_model, positive_int
 
 BACKBONES = {
@@ -70,15 +71,6 @@ def build_backbone(backbone, scope=None):
     model = MODELS.build(BACKBONES[backbone] if isinstance(backbone, str) else dict(backbone))
     model.eval()  # not chained: mmdet's Swin.train() returns None
     return model
-
-
-def baddbmm_flop_jit(inputs, outputs):
-    """baddbmm(bias, batch1, batch2): the batch1 @ batch2 product, counted as bmm counts it.
-
-    mmengine has no handle for it, and LaViT's attention runs its products as
-    baddbmm (bias fused): uncounted, they would vanish from the total.
-    """
-    return bmm_flop_jit(inputs[1:3], outputs)
 
 
 #: The product ops: their FLOP handle and the positions of the two multiplied operands.

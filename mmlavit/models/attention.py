@@ -38,8 +38,7 @@ def per_head_depthwise_conv(scores: Tensor, weight: Tensor, hw: Tuple[int, int],
         tuple[Tensor, tuple[int, int]]: Scores (B, heads, K, H' * W') and the new grid (H', W').
     """
     batch, heads, num_cells, _ = scores.shape
-    # Static (the K cells and the heads), also where a tracer records sizes as values (TorchScript's ONNX export).
-    heads, num_cells = int(heads), int(num_cells)
+    heads, num_cells = int(heads), int(num_cells)  # static also where TorchScript's ONNX tracer records sizes
     maps = scores.reshape(batch, heads * num_cells, *hw)
     if stride > 1:
         maps = pad_to_multiple(maps, stride, mode='replicate')

@@ -45,8 +45,8 @@ class LaViTLayer(BaseModule):
         act_cfg (dict): Activation. Default: dict(type='GELU').
         norm_cfg (dict): Norm. Default: dict(type='LN').
         with_cp (bool): Gradient checkpointing. Default: False.
-        dp_diagonal (str): The form of L_diag (LA layers only; see
-            :func:`~mmlavit.models.diagonality.diagonal_loss`). Default: 'log_ratio'.
+        dp_diagonal (str): The form of L_diag (LA layers only; see :func:`~mmlavit.models.diagonality.diagonal_loss`).
+            Default: 'log_ratio'.
         init_cfg (dict, optional): Initialization config. Default: None.
     """
 
@@ -135,10 +135,9 @@ class Downsample(BaseModule):
 class LaViTStage(BaseModule):
     """One stage: downsampling, attention residual, VA layers, LA layers and a closing norm.
 
-    As in PVTv2 and MiT, the normalised stage output is both the feature map
-    returned for this stage and the input of the next stage, so every
-    parameter is used whatever ``out_indices`` selects, and a classifier's
-    checkpoint holds every key a detector's backbone has.
+    As in PVTv2 and MiT, the normalised stage output is both the feature map returned for this stage and the input
+    of the next stage, so every parameter is used whatever ``out_indices`` selects, and a classifier's checkpoint
+    holds every key a detector's backbone has.
 
     Args:
         in_channels (int): Channels entering the stage.
@@ -148,8 +147,7 @@ class LaViTStage(BaseModule):
         va_layers (int): How many of the first layers are VA layers (>= 1).
         mlp_ratio (float): MixFFN hidden ratio.
         downsample_stride (int): 4 for the first stage (the stem), 2 after.
-        residual_heads (int, optional): Heads of the previous stage when the
-            attention residual is used, else None.
+        residual_heads (int, optional): Heads of the previous stage when the attention residual is used, else None.
         layer_kwargs (dict): Passed on to every :class:`LaViTLayer`.
         drop_path_rates (Sequence[float]): One per layer.
         ar_layer_scale_init (float): Initial LayerScale of the attention residual.
@@ -208,72 +206,57 @@ class LaViTStage(BaseModule):
 class LaViT(BaseModule):
     """Less-Attention Vision Transformer.
 
-    A PyTorch implementation of `You Only Need Less Attention at Each Stage in
-    Vision Transformers <https://arxiv.org/abs/2406.00427>`_ (CVPR 2024) as a
-    multi-scale backbone (docs/design.md): every layer attends from all N
-    query tokens to a fixed P x P grid of pooled key cells. Each stage starts
-    with VA layers (query/key attention) and continues with LA layers, which
-    re-parameterise the previous layer's scores with a K x K map over keys
-    (Theta) and a depthwise conv over the query grid (Psi). An attention
-    residual carries the last scores of a stage into the next one.
+    A PyTorch implementation of `You Only Need Less Attention at Each Stage in Vision Transformers
+    <https://arxiv.org/abs/2406.00427>`_ (CVPR 2024) as a multi-scale backbone (docs/design.md): every layer
+    attends from all N query tokens to a fixed P x P grid of pooled key cells. Each stage starts with VA layers
+    (query/key attention) and continues with LA layers, which re-parameterise the previous layer's scores with a
+    K x K map over keys (Theta) and a depthwise conv over the query grid (Psi). An attention residual carries the
+    last scores of a stage into the next one.
 
-    A training forward with gradients (train mode, grad mode, ``dp_weight >
-    0``, an LA layer in an unfrozen stage) also adds ``dp_weight * L_DP`` of
-    its LA layers to the open DP loss collection (:func:`mmlavit.collect_dp_loss`,
-    which ``mmlavit.DPLossHook`` opens around each ``mode='loss'`` forward);
-    it returns only the tuple of NCHW features.
+    A training forward with gradients (train mode, grad mode, ``dp_weight > 0``, an LA layer in an unfrozen stage)
+    also adds ``dp_weight * L_DP`` of its LA layers to the open DP loss collection (:func:`mmlavit.collect_dp_loss`,
+    which ``mmlavit.DPLossHook`` opens around each ``mode='loss'`` forward); it returns the NCHW features.
 
     Args:
-        arch (str | dict): 't', 's', 'b' (or 'tiny', 'small', 'base') or a
-            dict with keys embed_dims, depths, va_layers, num_heads,
-            mlp_ratios (one entry per stage). Default: 's'.
+        arch (str | dict): 't', 's', 'b' (or 'tiny', 'small', 'base') or a dict with keys embed_dims, depths,
+            va_layers, num_heads, mlp_ratios (one entry per stage). Default: 's'.
         in_channels (int): Input channels. Default: 3.
         pool_size (int): P, the side of the pooled key grid (>= 2). Default: 7.
         la_kernel (int): Odd kernel of the LA layers' Psi convolution. Default: 3.
-        attn_residual (bool): Use the attention residual between stages.
-            Default: True.
-        ar_layer_scale_init (float): Initial LayerScale of the attention
-            residual. Default: 0.1.
-        dp_weight (float): Weight of the DP loss (>= 0); 0 turns it off.
-            Default: 0.1.
-        dp_diagonal (str): The form of the DP loss's L_diag: 'log_ratio',
-            log(mean off-diagonal / diagonal) of the cell attention, or
-            'difference', mean off-diagonal - diagonal (docs/design.md,
-            "The DP loss"). Default: 'log_ratio'.
-        out_indices (Sequence[int]): Stages whose outputs are returned.
-            Default: (0, 1, 2, 3).
-        qkv_bias (bool): Bias of the query, key and value projections (the
-            pooled cells' own projection keeps its bias, as PVTv2's). Default: True.
+        attn_residual (bool): Use the attention residual between stages. Default: True.
+        ar_layer_scale_init (float): Initial LayerScale of the attention residual. Default: 0.1.
+        dp_weight (float): Weight of the DP loss (>= 0); 0 turns it off. Default: 0.1.
+        dp_diagonal (str): The form of the DP loss's L_diag: 'log_ratio', log(mean off-diagonal / diagonal) of
+            the cell attention, or 'difference', mean off-diagonal - diagonal (docs/design.md, "The DP loss").
+            Default: 'log_ratio'.
+        out_indices (Sequence[int]): Stages whose outputs are returned. Default: (0, 1, 2, 3).
+        qkv_bias (bool): Bias of the query, key and value projections (the pooled cells' own projection keeps
+            its bias, as PVTv2's). Default: True.
         drop_rate (float): Dropout rate, in [0, 1). Default: 0.
         attn_drop_rate (float): Attention dropout rate, in [0, 1). Default: 0.
-        drop_path_rate (float): Stochastic depth rate, in [0, 1), spread
-            linearly over the layers. Default: 0.1.
+        drop_path_rate (float): Stochastic depth rate, in [0, 1), spread linearly over the layers. Default: 0.1.
         act_cfg (dict): Activation. Default: dict(type='GELU').
-        norm_cfg (dict): Norm of tokens and stage outputs, applied over the
-            channel (last) axis of channels-last tokens: a LayerNorm type
-            (BN, GN and SyncBN normalise another axis and are refused).
+        norm_cfg (dict): Norm of tokens and stage outputs, applied over the channel (last) axis of channels-last
+            tokens: a LayerNorm type (BN, GN and SyncBN normalise another axis and are refused).
             Default: dict(type='LN').
-        frozen_stages (int): Stages to freeze (stop grad and set eval mode);
-            0 freezes the stem only, -1 means not freezing any parameters.
-            Default: -1.
-        norm_eval (bool): Keep BatchNorm layers in eval mode during training,
-            as mmdet's backbones offer it (LaViT's own norms are LayerNorms).
-            Default: False.
-        with_cp (bool): Gradient checkpointing: less memory, slower training.
-            Default: False.
-        init_cfg (dict | list[dict], optional): Initialization config, e.g.
-            ``dict(type='Pretrained', checkpoint='lavit_s.pth', prefix='backbone.')``,
-            or a list of initialisers as mmengine takes them. Default: None
-            (trained from scratch).
+        frozen_stages (int): Stages to freeze (stop grad and set eval mode); 0 freezes the stem only, -1 means
+            not freezing any parameters. Default: -1.
+        norm_eval (bool): Keep BatchNorm layers in eval mode during training, as mmdet's backbones offer it
+            (LaViT's own norms are LayerNorms). Default: False.
+        with_cp (bool): Gradient checkpointing: less memory, slower training. Default: False.
+        pretrained (str, optional): Deprecated, as in mmdet's and mmseg's backbones: a checkpoint path or URL
+            becomes ``init_cfg=dict(type='Pretrained', checkpoint=pretrained)``, with a warning. Default: None.
+        init_cfg (dict | list[dict], optional): Initialization config, e.g. ``dict(type='Pretrained',
+            checkpoint='lavit_s.pth', prefix='backbone.')``, or a list of initialisers as mmengine takes them.
+            Default: None (trained from scratch).
 
     Raises:
-        LaViTConfigError: An option's value or an init_cfg key that LaViT
-            does not accept; the message names it and what is accepted.
+        LaViTConfigError: An option's value or an init_cfg key that LaViT does not accept; the message names it
+            and what is accepted.
 
     Shapes:
-        Input (B, in_channels, H, W) with B >= 1, H, W >= 32; output a tuple of
-        (B, embed_dims[i], ceil(H / s_i), ceil(W / s_i)) for i in out_indices,
-        s = (4, 8, 16, 32).
+        Input (B, in_channels, H, W) with B >= 1, H, W >= 32; output a tuple of (B, embed_dims[i], ceil(H / s_i),
+        ceil(W / s_i)) for i in out_indices, s = (4, 8, 16, 32).
     """
 
     # One family: the channels (so every variant fits the same neck), heads and MLP ratios are shared;
@@ -297,8 +280,8 @@ class LaViT(BaseModule):
                  ar_layer_scale_init=0.1, dp_weight=0.1, out_indices=(0, 1, 2, 3), qkv_bias=True,
                  drop_rate=0., attn_drop_rate=0., drop_path_rate=0.1, act_cfg=dict(type='GELU'),
                  norm_cfg=dict(type='LN'), frozen_stages=-1, norm_eval=False, with_cp=False,
-                 dp_diagonal='log_ratio', init_cfg=None):
-        super().__init__(init_cfg=self._check_init_cfg(init_cfg))
+                 dp_diagonal='log_ratio', pretrained=None, init_cfg=None):
+        super().__init__(init_cfg=self._check_init_cfg(init_cfg, pretrained))
         self.arch_settings = self._resolve_arch(arch)
         num_stages = len(self.arch_settings['depths'])
         out_indices = self._resolve_out_indices(out_indices, num_stages)
@@ -383,8 +366,16 @@ class LaViT(BaseModule):
         return arch
 
     @classmethod
-    def _check_init_cfg(cls, init_cfg):
-        """Refuses init_cfg entries that are not initialisers, and Pretrained keys mmengine does not read."""
+    def _check_init_cfg(cls, init_cfg, pretrained=None):
+        """Refuses init_cfg entries that are not initialisers, and Pretrained keys mmengine does not read; turns a
+        deprecated ``pretrained`` into the init_cfg."""
+        if pretrained is not None:
+            if not isinstance(pretrained, str) or init_cfg:
+                raise LaViTConfigError(f'LaViT option pretrained={pretrained!r} is not accepted: it must be a '
+                                       f'checkpoint path or URL, without an init_cfg (model.backbone.init_cfg)')
+            warnings.warn('DeprecationWarning: LaViT option pretrained is deprecated, use model.backbone.init_cfg='
+                          'dict(type=\'Pretrained\', checkpoint=...) instead', UserWarning, stacklevel=3)
+            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
         for entry in (init_cfg if isinstance(init_cfg, list) else [] if init_cfg is None else [init_cfg]):
             if not isinstance(entry, dict) or 'type' not in entry:
                 raise LaViTConfigError(f'init_cfg entries must be dicts with a type, got {entry!r}')
@@ -400,12 +391,10 @@ class LaViT(BaseModule):
     def init_weights(self):
         """Initialises every layer from scratch (:meth:`init_from_scratch`), then applies ``init_cfg`` on top.
 
-        The init_cfg's initialisers other than ``Pretrained`` apply first (e.g.
-        ``dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.)``, ViT's
-        init); last, as in mmengine, a ``Pretrained`` checkpoint replaces the
-        weights it has, and layers it lacks keep LaViT's own init (the log lists
-        them). Without a checkpoint (the shipped configs' default) a log line
-        says that training starts from scratch.
+        The init_cfg's initialisers other than ``Pretrained`` apply first (e.g. ``dict(type='TruncNormal',
+        layer='Linear', std=0.02, bias=0.)``, ViT's init); last, as in mmengine, a ``Pretrained`` checkpoint
+        replaces the weights it has, and layers it lacks keep LaViT's own init (the log lists them). Without a
+        checkpoint (the shipped configs' default) a log line says that training starts from scratch.
         """
         logger = MMLogger.get_current_instance()
         entries = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg] if self.init_cfg else []
@@ -425,10 +414,9 @@ class LaViT(BaseModule):
     def init_from_scratch(self):
         """Initialises every layer as PVTv2 initialises its counterpart (docs/design.md, "Initialisation").
 
-        Linear layers: truncated normal, std 0.02, but the MixFFN's two, which
-        are 1x1 convolutions in PVTv2, start as every convolution: normal, std
-        sqrt(2 / fan_out). LayerNorms: 1 and 0. The LA transforms start as the
-        identity, the attention residual as an average.
+        Linear layers: truncated normal, std 0.02, but the MixFFN's two, which are 1x1 convolutions in PVTv2,
+        start as every convolution: normal, std sqrt(2 / fan_out). LayerNorms: 1 and 0. The LA transforms start
+        as the identity, the attention residual as an average.
         """
         for module in self.modules():
             if isinstance(module, nn.Linear):
@@ -450,18 +438,15 @@ class LaViT(BaseModule):
     def get_layer_depth(self, param_name: str, prefix: str = ''):
         """The layer depth of a parameter, for layer-wise learning-rate decay.
 
-        mmpretrain's contract (``LearningRateDecayOptimWrapperConstructor``;
-        its Swin counts the same way): the stem is layer 0, the transformer
-        layers are 1..L counted through the stages, each stage's closing norm
-        goes with the stage's last layer, and the merging and the attention
-        residual at the start of stage i (i > 0) with stage i-1's last layer,
-        where Swin's merging sits. Parameters outside the backbone (neck,
-        heads) get L + 1.
+        mmpretrain's contract (``LearningRateDecayOptimWrapperConstructor``; its Swin counts the same way): the
+        stem is layer 0, the transformer layers are 1..L counted through the stages, each stage's closing norm goes
+        with the stage's last layer, and the merging and the attention residual at the start of stage i (i > 0)
+        with stage i-1's last layer, where Swin's merging sits. Parameters outside the backbone (neck, heads) get
+        L + 1.
 
         Args:
             param_name (str): The parameter's name.
-            prefix (str): The backbone's prefix in ``param_name``, e.g.
-                'backbone.'. Default: ''.
+            prefix (str): The backbone's prefix in ``param_name``, e.g. 'backbone.'. Default: ''.
 
         Returns:
             tuple[int, int]: The layer depth and the number of depths, L + 2.

@@ -34,26 +34,23 @@ def arch_phrase(backbone) -> str:
 def load_backbone_state_dict(init_cfg: dict, backbone: nn.Module) -> dict:
     """Reads the backbone weights a ``Pretrained`` init_cfg points to.
 
-    Accepts a plain state dict or an mmengine checkpoint (``state_dict`` or
-    ``model`` entry), loaded by mmengine's ``CheckpointLoader`` (paths, URLs
-    and model-zoo names, loaded safely), and strips ``init_cfg['prefix']``
-    (e.g. 'backbone.') when given; a backbone-only checkpoint loads under any
-    prefix. A checkpoint that has only part of the backbone's weights loads
-    that part.
+    Accepts a plain state dict or an mmengine checkpoint (``state_dict`` or ``model`` entry), loaded by mmengine's
+    ``CheckpointLoader`` (paths, URLs and model-zoo names, loaded safely), and strips ``init_cfg['prefix']`` (e.g.
+    'backbone.') when given; a backbone-only checkpoint loads under any prefix. A checkpoint that has only part of
+    the backbone's weights loads that part.
 
     Args:
         init_cfg (dict): ``dict(type='Pretrained', checkpoint=..., prefix=...)``.
         backbone (LaViT): The backbone the weights are for.
 
     Returns:
-        dict: The state dict to load (missing and unexpected keys are left for
-        the caller to log).
+        dict: The state dict to load (missing and unexpected keys are left for the caller to log).
 
     Raises:
         FileNotFoundError: The checkpoint file does not exist.
         CheckpointError: The file is refused, incomplete or no checkpoint.
-        CheckpointMismatchError: No key carries the prefix, none matches the
-            backbone, or keys both have differ in shape (another arch's weights).
+        CheckpointMismatchError: No key carries the prefix, none matches the backbone, or keys both have differ in
+            shape (another arch's weights).
     """
     path, name = init_cfg['checkpoint'], type(backbone).__name__
     if '://' not in str(path) and not osp.isfile(osp.expanduser(str(path))):
