@@ -36,8 +36,8 @@ def test_segmentor_is_counted_with_its_heads():
 def test_frameworks_counter_counts_lavit_whole(config, shape):
     """mmengine's get_model_complexity_info, what mmdet's and mmseg's get_flops tools call (the model's forward
     bound to its data samples, as mmdet's tool binds them), counts what tools/get_flops.py --config counts: LaViT's
-    attention products (torch.baddbmm) included. Without them it counts 1.6% less here for Mask R-CNN at 800x1333
-    and 0.4% less for UperNet at 512x512 (whose heads dwarf the backbone), so the bound is 0.1%."""
+    attention products (torch.baddbmm) included. Without them it undercounts UperNet, whose heads dwarf the backbone,
+    by less than 1%, so the bound here is 0.1%."""
     _, ours = measure_model(config, shape)
     model = build_model(config).eval()
     model.forward = partial(model.forward, data_samples=image_data_samples(model, shape), mode='tensor')
