@@ -153,6 +153,27 @@ def test_export_two_stage_detector_features(tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize('config,part,check_sizes,outputs', [
+    ('configs/demo/mask_rcnn_lavit_t_shapes.py', 'backbone', ['161x97', '256x200'],
+     ['stage1', 'stage2', 'stage3', 'stage4']),
+    ('configs/retinanet_lavit-t_fpn_1x_coco.py', 'model', ['161x97', '200x333'],
+     [f'{name}_{level}' for name in ('cls_scores', 'bbox_preds') for level in range(5)]),
+    ('configs/demo/mask_rcnn_lavit_t_shapes.py', 'model', ['161x97', '200x333'],
+     [f'neck_{level}' for level in range(5)]),
+    ('configs/demo/upernet_lavit_t_shapes_ade.py', 'model', ['161x97', '128x171'], ['seg_logits']),
+], ids=['backbone', 'retinanet', 'mask-rcnn', 'upernet'])
+def test_torchscript_export_as_mmdeploy_runs_it(config, part, check_sizes, outputs, tmp_path, capsys):
+    """torch.onnx.export(..., dynamo=False), the exporter mmdeploy 1.3 calls, with an LA layer and the attention
+    residual (the per-head convolutions whose sizes it must not record as values): right at two other sizes."""
+    path = tmp_path / 'model.onnx'
+    report = run_export(capsys, small_config(tmp_path, config), '--part', part, '--exporter', 'torchscript',
+                        '--out', path, '--check-sizes', *check_sizes)
+    check_report(report, ['224x288', *check_sizes], outputs)
+    assert 'opset 17' in report
+    assert_dynamic_input(path)
+
+
+@pytest.mark.slow
 def test_missing_onnxruntime_says_how_to_install_it(tmp_path):
     """Without the deploy extra, the benchmark still imports and the export stops before exporting, naming it."""
     probe = ('import sys; sys.modules["onnxruntime"] = None\n'

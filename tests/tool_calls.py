@@ -35,6 +35,7 @@ TOOL_MODULES = {
     'tools/benchmark.py': 'mmlavit.cli.benchmark',
     'tools/analyze_attention.py': 'mmlavit.cli.attention_analysis',
     'tools/ablate.py': 'mmlavit.cli.ablation',
+    'tools/adapt_config.py': 'mmlavit.cli.adapt_config',
 }
 
 

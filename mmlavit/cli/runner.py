@@ -19,7 +19,7 @@ from mmlavit.utils.checkpoint import CheckpointError
 from .checkpoint_fit import ALLOW_PARTIAL_OPTION, check_checkpoint_fits
 from .datasets import check_datasets, iter_datasets
 from .errors import ToolArgumentError
-from .model_checks import ConfigError, check_model_config
+from .model_checks import ConfigError, check_feature_strides, check_model_config
 
 
 class ConfigOptions(DictAction):
@@ -157,6 +157,7 @@ def build_model(config, checkpoint: Optional[str] = None, cfg_options: Optional[
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     check_model_config(cfg.model)
     model = MODELS.build(cfg.model)
+    check_feature_strides(model)
     model.cfg, model.dataset_meta = cfg, None
     if checkpoint:
         check_checkpoint_fits(model, checkpoint, allow_partial)
@@ -235,8 +236,9 @@ def check_run(cfg: Config, loaders, allow_partial: bool = False) -> None:
     """The checks before a Runner is built for tools/train.py and tools/test.py.
 
     The datasets of ``loaders`` (:func:`~mmlavit.cli.datasets.check_datasets`),
-    the model config (:func:`check_model_config`) and the checkpoint the
-    Runner will load: a file that exists and fits the model
+    the model config (:func:`check_model_config`), the built model's feature
+    strides (:func:`check_feature_strides`) and the checkpoint the Runner will
+    load: a file that exists and fits the model
     (:func:`~mmlavit.cli.checkpoint_fit.check_checkpoint_fits`, ``allow_partial``
     passed on). They come before the Runner, so that a run they stop writes
     nothing into the work dir.
@@ -245,10 +247,12 @@ def check_run(cfg: Config, loaders, allow_partial: bool = False) -> None:
     init_default_scope(cfg.get('default_scope', 'mmengine'))
     model_cfg = cfg.model.get('module', cfg.model)  # a test-time augmentation model: the one it wraps
     check_model_config(model_cfg)
+    model = MODELS.build(model_cfg)
+    check_feature_strides(model)
     checkpoint = checkpoint_to_load(cfg)
     if checkpoint:
         check_checkpoint_file(checkpoint, '--resume' if cfg.get('resume') else 'load_from')
-        check_checkpoint_fits(MODELS.build(model_cfg), checkpoint, allow_partial)
+        check_checkpoint_fits(model, checkpoint, allow_partial)
 
 
 def make_runner(cfg: Config, launcher: str):
